@@ -1,0 +1,1 @@
+"""jacdistill: Jacobian supervision of long-code student autoencoders by short-code teachers."""
