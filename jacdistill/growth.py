@@ -1,0 +1,81 @@
+"""Rebuild a model's variables for a longer latent code.
+
+`grow` is generic: it reads which leaves carry the latent dimension from the
+new model's `latent_axes()` and never names a layer. The old dims keep their
+indices and values bit for bit; new dims are appended along the latent axis.
+With `init='zero'` (ours) the new decoder-side weights are zero, so the grown
+model computes exactly what its parent did, and the new encoder-side weights
+keep the fresh initialisation of `new_model.init` (were both sides zero, no
+gradient would ever reach the new dims). `init='random'` keeps the fresh
+initialisation on both sides, as upstream does (upstream also prepends the new
+dim; we always append so that the teacher's dims keep their indices).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from jacdistill import models
+
+GROWTH_INITS = ('zero', 'random')
+
+
+def _path_key(path) -> tuple[str, ...]:
+  return tuple(getattr(k, 'key', getattr(k, 'name', str(k))) for k in path)
+
+
+def grow(old_variables: Any, new_model: nn.Module, rng: jax.Array,
+         init: str = 'zero') -> Any:
+  """Returns `new_model`'s variables holding `old_variables` in the old dims.
+
+  Args:
+    old_variables: the parent's linen variables ({'params': ..., ...}).
+    new_model: the grown model (same architecture, longer code).
+    rng: key for the fresh initialisation of the new entries.
+    init: 'zero' (new decoder-side entries zero) or 'random' (upstream).
+  Returns:
+    A variables pytree with `new_model`'s structure and shapes.
+  Raises:
+    ValueError: on an unknown `init`, or when a leaf differs in shape but is
+      not declared as latent by `new_model.latent_axes()`, or shrinks.
+  """
+  if init not in GROWTH_INITS:
+    raise ValueError(f'growth init {init!r} is not one of {GROWTH_INITS}')
+  fresh = jax.jit(new_model.init)(rng, models.example_input(new_model))
+  fresh = jax.tree.map(jnp.asarray, dict(fresh))
+  old_flat = {_path_key(p): v for p, v in
+              jax.tree_util.tree_flatten_with_path(dict(old_variables))[0]}
+  axes = new_model.latent_axes()
+
+  def place(path, new_leaf):
+    key = _path_key(path)
+    if key not in old_flat:
+      raise ValueError(f'variable {"/".join(key)} of the grown model has no '
+                       'counterpart in the parent: the architectures differ')
+    old_leaf = jnp.asarray(old_flat[key])
+    if old_leaf.shape == new_leaf.shape:
+      # A copy, not an alias: the student's buffers are donated to its train
+      # step while the parent's live on as its frozen teacher.
+      return jnp.array(old_leaf, copy=True)
+    if key not in axes:
+      raise ValueError(
+          f'variable {"/".join(key)} changes shape {old_leaf.shape} -> '
+          f'{new_leaf.shape} but is not a latent leaf of '
+          f'{type(new_model).__name__}; only the code size may change')
+    axis, role = axes[key]
+    same = [o == n for i, (o, n) in enumerate(zip(old_leaf.shape, new_leaf.shape))
+            if i != axis]
+    if old_leaf.ndim != new_leaf.ndim or not all(same) or (
+        old_leaf.shape[axis] > new_leaf.shape[axis]):
+      raise ValueError(f'variable {"/".join(key)} cannot grow from '
+                       f'{old_leaf.shape} to {new_leaf.shape} along axis {axis}')
+    base = new_leaf
+    if role == models.DECODER and init == 'zero':
+      base = jnp.zeros_like(new_leaf)
+    index = [slice(None)] * new_leaf.ndim
+    index[axis] = slice(0, old_leaf.shape[axis])
+    return base.at[tuple(index)].set(old_leaf.astype(new_leaf.dtype))
+
+  return jax.tree_util.tree_map_with_path(place, fresh)

@@ -1,0 +1,283 @@
+"""The three autoencoders: MLP (28x28), conv (32x32x3) and Fader-style.
+
+Every model has the same surface, so the train step, growth and evaluation never
+look inside one:
+
+- `encode(x, train) -> code`, a flat (B, code_size) array. Its first dims are
+  the factor dims that a teacher supervises: for the flat models the teacher's
+  whole code, for the Fader model the `num_attributes` attribute scores.
+- `decode(code, train) -> x_hat`, images in the model's output range.
+- `__call__(x, train) -> (x_hat, code)`.
+- `latent_axes()` -> {variable path: (axis, role)}: which leaves carry the
+  latent dimension and along which axis, so `growth.grow` can rebuild any of them.
+  Role 'encoder' marks leaves that produce the code (new entries get a fresh
+  initialisation); 'decoder' marks leaves that consume it (new entries start at
+  zero so a grown model computes exactly what its parent did).
+
+Variables are linen's `{'params': ..., 'batch_stats': ...}` collections.
+"""
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+OUTPUT_ACTIVATIONS: dict[str, Callable] = {'sigmoid': nn.sigmoid, 'tanh': jnp.tanh}
+# Pixel range each output activation produces, for the input pipeline.
+OUTPUT_RANGES = {'sigmoid': '01', 'tanh': '-11'}
+
+ENCODER = 'encoder'
+DECODER = 'decoder'
+
+
+def _output_activation(name: str) -> Callable:
+  if name not in OUTPUT_ACTIVATIONS:
+    raise ValueError(f'output activation {name!r} is not one of '
+                     f'{sorted(OUTPUT_ACTIVATIONS)}')
+  return OUTPUT_ACTIVATIONS[name]
+
+
+def _code_norm_axes(enabled: bool) -> dict:
+  if not enabled:
+    return {}
+  return {('batch_stats', 'code_norm', 'mean'): (0, ENCODER),
+          ('batch_stats', 'code_norm', 'var'): (0, ENCODER)}
+
+
+class MLPAutoencoder(nn.Module):
+  """SPEC.md's MLP: encoder 784-256-128-64-k, decoder k-64-128-256-784, ReLU.
+
+  Attributes:
+    latent_dim: code size k.
+    image_shape: (H, W, C) of the images.
+    hidden: encoder hidden widths; the decoder mirrors them.
+    code_norm: BatchNorm without scale or bias on the code, as upstream's first
+      teacher; keeps the code near unit scale so new dims are not swamped.
+    output: 'sigmoid' for pixels in [0, 1], 'tanh' for [-1, 1].
+  """
+  latent_dim: int
+  image_shape: Sequence[int] = (28, 28, 1)
+  hidden: Sequence[int] = (256, 128, 64)
+  code_norm: bool = True
+  output: str = 'sigmoid'
+
+  def setup(self):
+    self.enc = [nn.Dense(h, name=f'enc_{i}') for i, h in enumerate(self.hidden)]
+    self.enc_out = nn.Dense(self.latent_dim, name='enc_out')
+    if self.code_norm:
+      self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
+                               name='code_norm')
+    self.dec_in = nn.Dense(self.hidden[-1], name='dec_in')
+    self.dec = [nn.Dense(h, name=f'dec_{i}')
+                for i, h in enumerate(reversed(self.hidden[:-1]))]
+    self.dec_out = nn.Dense(math.prod(self.image_shape), name='dec_out')
+
+  @property
+  def code_size(self) -> int:
+    return self.latent_dim
+
+  def encode(self, x, train: bool = False):
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.enc:
+      h = nn.relu(layer(h))
+    code = self.enc_out(h)
+    if self.code_norm:
+      code = self.norm(code, use_running_average=not train)
+    return code
+
+  def decode(self, code, train: bool = False):
+    del train  # No state in this decoder; the argument keeps one surface.
+    h = nn.relu(self.dec_in(code))
+    for layer in self.dec:
+      h = nn.relu(layer(h))
+    out = _output_activation(self.output)(self.dec_out(h))
+    return out.reshape((code.shape[0], *self.image_shape))
+
+  def __call__(self, x, train: bool = False):
+    code = self.encode(x, train)
+    return self.decode(code, train), code
+
+  def latent_axes(self) -> dict:
+    return {('params', 'enc_out', 'kernel'): (1, ENCODER),
+            ('params', 'enc_out', 'bias'): (0, ENCODER),
+            ('params', 'dec_in', 'kernel'): (0, DECODER),
+            **_code_norm_axes(self.code_norm)}
+
+
+class ConvAutoencoder(nn.Module):
+  """Conv autoencoder with a flat code, for 32x32x3 images (SVHN).
+
+  Encoder: three k4 s2 convs (32 -> 16 -> 8 -> 4 pixels) with ReLU, a dense
+  hidden layer, then the code. Decoder mirrors it with transposed convs. Same
+  spirit as the MLP: the code is a flat vector that growth extends.
+
+  Attributes:
+    latent_dim: code size k.
+    image_shape: (H, W, C); H and W must be divisible by 8.
+    channels: conv widths from the image inwards.
+    hidden: width of the dense layer on each side of the code.
+    code_norm, output: as in `MLPAutoencoder`.
+  """
+  latent_dim: int
+  image_shape: Sequence[int] = (32, 32, 3)
+  channels: Sequence[int] = (32, 64, 128)
+  hidden: int = 256
+  code_norm: bool = True
+  output: str = 'sigmoid'
+
+  def setup(self):
+    h, w, c = self.image_shape
+    scale = 2 ** len(self.channels)
+    if h % scale or w % scale:
+      raise ValueError(f'ConvAutoencoder needs H and W divisible by {scale}, '
+                       f'got image_shape={tuple(self.image_shape)}')
+    self.inner_shape = (h // scale, w // scale, self.channels[-1])
+    self.enc = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                        name=f'enc_conv_{i}') for i, ch in enumerate(self.channels)]
+    self.enc_hidden = nn.Dense(self.hidden, name='enc_hidden')
+    self.enc_out = nn.Dense(self.latent_dim, name='enc_out')
+    if self.code_norm:
+      self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
+                               name='code_norm')
+    self.dec_in = nn.Dense(self.hidden, name='dec_in')
+    self.dec_hidden = nn.Dense(math.prod(self.inner_shape), name='dec_hidden')
+    outs = list(reversed(self.channels[:-1])) + [c]
+    self.dec = [nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME',
+                                 name=f'dec_conv_{i}') for i, ch in enumerate(outs)]
+
+  @property
+  def code_size(self) -> int:
+    return self.latent_dim
+
+  def encode(self, x, train: bool = False):
+    h = x
+    for layer in self.enc:
+      h = nn.relu(layer(h))
+    h = nn.relu(self.enc_hidden(h.reshape(h.shape[0], -1)))
+    code = self.enc_out(h)
+    if self.code_norm:
+      code = self.norm(code, use_running_average=not train)
+    return code
+
+  def decode(self, code, train: bool = False):
+    del train  # No state in this decoder; the argument keeps one surface.
+    h = nn.relu(self.dec_in(code))
+    h = nn.relu(self.dec_hidden(h)).reshape((code.shape[0], *self.inner_shape))
+    for layer in self.dec[:-1]:
+      h = nn.relu(layer(h))
+    return _output_activation(self.output)(self.dec[-1](h))
+
+  def __call__(self, x, train: bool = False):
+    code = self.encode(x, train)
+    return self.decode(code, train), code
+
+  def latent_axes(self) -> dict:
+    return {('params', 'enc_out', 'kernel'): (1, ENCODER),
+            ('params', 'enc_out', 'bias'): (0, ENCODER),
+            ('params', 'dec_in', 'kernel'): (0, DECODER),
+            **_code_norm_axes(self.code_norm)}
+
+
+class FaderAutoencoder(nn.Module):
+  """Fader-Networks-style conditional autoencoder (SPEC.md part B).
+
+  Encoder: k4 s2 p1 convs (BatchNorm after all but the first, LeakyReLU 0.2)
+  from the image down to a 2x2 grid; the innermost conv outputs
+  `num_attributes + nuisance` channels. The first `num_attributes` channels,
+  averaged over the grid, are the attribute scores y; the rest are the nuisance
+  code z (upstream puts the attributes last; putting them first keeps their
+  indices fixed when z grows, which changes nothing else). The decoder
+  (transposed convs, BatchNorm, ReLU, tanh) is fed y broadcast and
+  concatenated to its input at every layer.
+
+  The flat code is `[y ; vec(z)]`, shape (B, A + 4 N).
+
+  Attributes:
+    image_size: 32, 64, 128 or 256 (any power of two >= 8).
+    num_attributes: A.
+    nuisance: N, channels of z.
+    init_channels, max_channels: widths are min(init * 2^i, max).
+    image_channels: C of the images.
+  """
+  image_size: int = 64
+  num_attributes: int = 40
+  nuisance: int = 512
+  init_channels: int = 32
+  max_channels: int = 512
+  image_channels: int = 3
+
+  def setup(self):
+    n = self.image_size
+    if n < 8 or n & (n - 1):
+      raise ValueError(f'FaderAutoencoder image_size must be a power of two '
+                       f'>= 8, got {n}')
+    self.num_layers = int(math.log2(n)) - 1
+    widths = [min(self.init_channels * 2 ** i, self.max_channels)
+              for i in range(self.num_layers - 1)]
+    self.enc = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                        name=f'enc_conv_{i}') for i, ch in enumerate(widths)]
+    self.enc_bn = [nn.BatchNorm(momentum=0.9, name=f'enc_bn_{i}')
+                   for i in range(1, len(widths))]
+    self.enc_out = nn.Conv(self.num_attributes + self.nuisance, (4, 4),
+                           strides=(2, 2), padding=((1, 1), (1, 1)), name='enc_out')
+    dec_widths = list(reversed(widths))
+    self.dec_in = nn.ConvTranspose(dec_widths[0], (4, 4), strides=(2, 2),
+                                   padding='SAME', name='dec_in')
+    self.dec = [nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME',
+                                 name=f'dec_conv_{i}')
+                for i, ch in enumerate(dec_widths[1:] + [self.image_channels])]
+    self.dec_bn = [nn.BatchNorm(momentum=0.9, name=f'dec_bn_{i}')
+                   for i in range(len(dec_widths))]
+
+  @property
+  def code_size(self) -> int:
+    return self.num_attributes + 4 * self.nuisance
+
+  @property
+  def factor_size(self) -> int:
+    return self.num_attributes
+
+  def encode(self, x, train: bool = False):
+    h = nn.leaky_relu(self.enc[0](x), 0.2)
+    for conv, bn in zip(self.enc[1:], self.enc_bn):
+      h = nn.leaky_relu(bn(conv(h), use_running_average=not train), 0.2)
+    c = self.enc_out(h)  # (B, 2, 2, A + N)
+    y = jnp.mean(c[..., :self.num_attributes], axis=(1, 2))
+    z = c[..., self.num_attributes:].reshape(c.shape[0], -1)
+    return jnp.concatenate([y, z], axis=-1)
+
+  def decode(self, code, train: bool = False):
+    a = self.num_attributes
+    y_BxA = code[:, :a]
+    z = code[:, a:].reshape(code.shape[0], 2, 2, self.nuisance)
+
+    def with_y(h):
+      y_b = jnp.broadcast_to(y_BxA[:, None, None, :], (*h.shape[:3], a))
+      return jnp.concatenate([y_b, h], axis=-1)
+
+    h = nn.relu(self.dec_bn[0](self.dec_in(with_y(z)),
+                               use_running_average=not train))
+    for conv, bn in zip(self.dec[:-1], self.dec_bn[1:]):
+      h = nn.relu(bn(conv(with_y(h)), use_running_average=not train))
+    return jnp.tanh(self.dec[-1](with_y(h)))
+
+  def __call__(self, x, train: bool = False):
+    code = self.encode(x, train)
+    return self.decode(code, train), code
+
+  def latent_axes(self) -> dict:
+    # The attribute channels come first on both sides, so appending nuisance
+    # channels at the end leaves every attribute index where it was.
+    return {('params', 'enc_out', 'kernel'): (3, ENCODER),
+            ('params', 'enc_out', 'bias'): (0, ENCODER),
+            ('params', 'dec_in', 'kernel'): (2, DECODER)}
+
+
+def example_input(model: nn.Module, batch: int = 2) -> jnp.ndarray:
+  """A zero image batch of the shape `model` takes, for `model.init`."""
+  if isinstance(model, FaderAutoencoder):
+    shape = (model.image_size, model.image_size, model.image_channels)
+  else:
+    shape = tuple(model.image_shape)
+  return jnp.zeros((batch, *shape), jnp.float32)

@@ -1,0 +1,230 @@
+"""Train state, optimiser and the one jitted train step of every stage.
+
+The step is `(state, teacher_variables_or_None, batch, rng) -> (state, metrics)`.
+The teacher's variables are a separate argument: never differentiated, never
+donated, never in the optimiser state. A teacher stage (no teacher) and a
+student stage run the same code; the loss weights decide which terms count.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jacdistill import input_pipeline
+from jacdistill import losses
+from jacdistill import models
+
+JACOBIAN_FORMS = ('swap', 'jvp')
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """Weights of the loss terms; a zero weight removes the term from the total.
+
+  rec: reconstruction MSE. lat: latent match of the factor dims to the
+  teacher's code. jac: Jacobian supervision (form given by `jacobian`). xcov:
+  cross-covariance between the free dims and the factor dims. attr: attribute
+  hinge on the factor dims (needs `attributes` in the batch).
+  """
+  rec: float = 1.0
+  lat: float = 0.0
+  jac: float = 0.0
+  xcov: float = 0.0
+  attr: float = 0.0
+  jacobian: str = 'swap'
+
+  def __post_init__(self):
+    for name in ('rec', 'lat', 'jac', 'xcov', 'attr'):
+      value = getattr(self, name)
+      if not value >= 0:  # Also refuses NaN.
+        raise ValueError(f'loss weight {name}={value} must be >= 0')
+    if self.jacobian not in JACOBIAN_FORMS:
+      raise ValueError(f'loss.jacobian={self.jacobian!r} is not one of '
+                       f'{JACOBIAN_FORMS}')
+
+  @classmethod
+  def from_config(cls, cfg) -> 'LossWeights':
+    return cls(**{f.name: cfg[f.name] for f in dataclasses.fields(cls)
+                  if f.name in cfg})
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What a stage trains and checkpoints. The teacher is not in here."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def make_optimizer(learning_rate: float, weight_decay: float = 0.0,
+                   b1: float = 0.9, b2: float = 0.999,
+                   clip_norm: float = 0.0) -> optax.GradientTransformation:
+  """Adam with PyTorch-style L2 weight decay (added to the gradient).
+
+  Order as upstream: clip the raw gradient's global norm (if `clip_norm` > 0),
+  add `weight_decay * param`, then Adam.
+  """
+  parts = []
+  if clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(clip_norm))
+  if weight_decay > 0:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  parts += [optax.scale_by_adam(b1=b1, b2=b2), optax.scale(-learning_rate)]
+  return optax.chain(*parts)
+
+
+def create_train_state(variables: Any, tx: optax.GradientTransformation
+                       ) -> TrainState:
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}),
+                    opt_state=tx.init(params))
+
+
+def variables_of(state: TrainState) -> dict:
+  """The linen variables of a train state (what a student passes on)."""
+  out = {'params': state.params}
+  if state.batch_stats:
+    out['batch_stats'] = state.batch_stats
+  return out
+
+
+def factor_size(model: nn.Module, teacher: Optional[nn.Module]) -> int:
+  """How many leading code dims are factor dims for this stage.
+
+  The Fader model fixes them (its attribute scores); for the flat models they
+  are the teacher's whole code, or the model's own code when it is the teacher.
+  """
+  fixed = getattr(model, 'factor_size', None)
+  if fixed is not None:
+    return fixed
+  return (teacher or model).code_size
+
+
+def to_float(images: jax.Array, value_range: str) -> jax.Array:
+  """Batches travel as uint8 and are scaled on the device; float batches
+  (streamed CelebA) arrive already in the model's range."""
+  if images.dtype != jnp.uint8:
+    return images.astype(jnp.float32)
+  return input_pipeline.to_float(images, value_range)
+
+
+def value_range_of(model: nn.Module) -> str:
+  return models.OUTPUT_RANGES[getattr(model, 'output', 'tanh')]
+
+
+def swap_factors(code: jax.Array, perm: jax.Array, k: int) -> jax.Array:
+  """`code` with its first k dims taken from the permuted batch."""
+  return code.at[:, :k].set(code[perm, :k])
+
+
+def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
+                 weights: LossWeights) -> Callable:
+  """Builds `loss_fn(params, batch_stats, teacher_vars, batch, rng)`.
+
+  Returns `(total, (terms, new_batch_stats))`, where `terms` holds every loss
+  term this stage can compute, weighted in or not (weight 0 terms are reported
+  but add nothing, so a student with all supervision weights at zero takes the
+  very step a plain autoencoder takes).
+  """
+  k = factor_size(model, teacher)
+  value_range = value_range_of(model)
+
+  def loss_fn(params, batch_stats, teacher_vars, batch, rng):
+    x = to_float(batch['image'], value_range)
+    variables = {'params': params, **({'batch_stats': batch_stats}
+                                      if batch_stats else {})}
+    mutable = ['batch_stats'] if batch_stats else False
+
+    def student_apply(*args, **kwargs):
+      out = model.apply(variables, *args, train=True, mutable=mutable, **kwargs)
+      return out if mutable else (out, {})
+
+    (x_hat, code), updates = student_apply(x)
+    y_s, w = code[:, :k], code[:, k:]
+    terms = {'rec': losses.reconstruction(x, x_hat)}
+    if w.shape[1] > 0:
+      terms['xcov'] = losses.xcov(w, y_s)
+    if 'attributes' in batch:
+      terms['attr'] = losses.attribute_hinge(y_s, batch['attributes'])
+    if teacher is not None:
+      t_out, t_code = teacher.apply(teacher_vars, x, train=False)
+      y_t = t_code[:, :k]
+      perm = jax.random.permutation(rng, x.shape[0])
+      terms['lat'] = losses.latent_match(y_s, y_t)
+      if weights.jacobian == 'swap':
+        # A teacher whose code is all factor dims decodes the swapped code to
+        # a permutation of its plain output; no second teacher pass needed.
+        if t_code.shape[1] == k:
+          t_swapped = t_out[perm]
+        else:
+          t_swapped = teacher.apply(teacher_vars, swap_factors(t_code, perm, k),
+                                    method=teacher.decode)
+        s_swapped, _ = student_apply(swap_factors(code, perm, k),
+                                     method=model.decode)
+        terms['jac'] = losses.swap_jacobian(x_hat, s_swapped, t_out, t_swapped)
+      else:
+        def teacher_decode(y):
+          return teacher.apply(teacher_vars, t_code.at[:, :k].set(y),
+                               method=teacher.decode)
+
+        def student_decode(c):
+          return student_apply(c, method=model.decode)[0]
+
+        terms['jac'] = losses.jvp_jacobian(teacher_decode, student_decode, y_t,
+                                           code, y_t[perm] - y_t)
+    total = sum(getattr(weights, name) * value for name, value in terms.items()
+                if getattr(weights, name) > 0)
+    return total, (terms, updates.get('batch_stats', batch_stats))
+
+  return loss_fn
+
+
+def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
+                    tx: optax.GradientTransformation, weights: LossWeights,
+                    learning_rate: float = 0.0, jit: bool = True) -> Callable:
+  """Returns `step(state, teacher_vars, batch, rng) -> (state, metrics)`.
+
+  `rng` is the stage's base key; the step folds in its own step number, so a
+  resumed run draws exactly the keys an uninterrupted one would. The state is
+  donated; the teacher's variables are not.
+  """
+  loss_fn = make_loss_fn(model, teacher, weights)
+
+  def step(state: TrainState, teacher_vars, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    teacher_vars = jax.lax.stop_gradient(teacher_vars)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (total, (terms, batch_stats)), grads = grad_fn(
+        state.params, state.batch_stats, teacher_vars, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(terms, total=total, grad_norm=optax.tree.norm(grads),
+                   param_norm=optax.tree.norm(params),
+                   update_norm=optax.tree.norm(updates),
+                   learning_rate=jnp.asarray(learning_rate, jnp.float32))
+    new_state = TrainState(step=state.step + 1, params=params,
+                           batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return jax.jit(step, donate_argnums=(0,)) if jit else step
+
+
+def make_eval_step(model: nn.Module) -> Callable:
+  """Returns jitted `eval(variables, images) -> (x_hat, code, per-image MSE)`."""
+  value_range = value_range_of(model)
+
+  @jax.jit
+  def evaluate(variables, images):
+    x = to_float(images, value_range)
+    x_hat, code = model.apply(variables, x, train=False)
+    mse = jnp.mean(jnp.square(x - x_hat).reshape(x.shape[0], -1), axis=1)
+    return x_hat, code, mse
+
+  return evaluate

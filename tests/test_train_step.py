@@ -1,0 +1,145 @@
+"""The jitted train step: frozen teacher, one code path, falling loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jacdistill import growth
+from jacdistill import models
+from jacdistill import train
+
+TEACHER = models.MLPAutoencoder(latent_dim=2, hidden=(32, 16, 8))
+STUDENT = models.MLPAutoencoder(latent_dim=3, hidden=(32, 16, 8))
+UPSTREAM = train.LossWeights(rec=1.0, lat=0.25, jac=0.1, xcov=1e-3)
+
+
+def _batch(seed=0, n=16):
+  """Smooth random images (blobs), which an autoencoder can learn."""
+  rng = np.random.default_rng(seed)
+  grid = np.arange(28)[None, :, None]
+  centre = rng.uniform(6, 22, size=(n, 1, 2))
+  width = rng.uniform(2, 6, size=(n, 1, 1))
+  blob = np.exp(-((grid - centre[..., :1]) ** 2 + (grid.transpose(0, 2, 1)
+                  - centre[..., 1:]) ** 2) / (2 * width ** 2))
+  return {'image': (blob[..., None] * 255).astype(np.uint8)}
+
+
+def _copy(tree):
+  """A fresh copy: the train step donates the state's buffers."""
+  return jax.tree.map(jnp.array, tree)
+
+
+def _teacher_and_student(seed=0):
+  x = models.example_input(TEACHER)
+  t_vars = jax.jit(TEACHER.init)(jax.random.key(seed), x)
+  s_vars = growth.grow(t_vars, STUDENT, jax.random.key(seed + 1))
+  return t_vars, s_vars
+
+
+def _leaves_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(
+      np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.mark.parametrize('jacobian', ['swap', 'jvp'])
+def test_teacher_is_untouched_and_not_in_optimizer_state(jacobian):
+  t_vars, s_vars = _teacher_and_student()
+  before = jax.tree.map(np.array, t_vars)
+  tx = train.make_optimizer(1e-3, weight_decay=1e-6)
+  state = train.create_train_state(s_vars, tx)
+  weights = train.LossWeights(rec=1.0, lat=0.25, jac=0.1, xcov=1e-3,
+                              jacobian=jacobian)
+  step = train.make_train_step(STUDENT, TEACHER, tx, weights)
+  for i in range(3):
+    state, metrics = step(state, t_vars, _batch(i), jax.random.key(0))
+  assert _leaves_equal(before, t_vars)
+  for name in ('rec', 'lat', 'jac', 'xcov', 'total', 'grad_norm', 'param_norm'):
+    assert np.isfinite(float(metrics[name])), name
+  assert float(metrics['jac']) > 0
+  # Adam's moments mirror the student's params, and the teacher's shapes
+  # (a 2-dim code) appear nowhere in the optimiser state.
+  opt_shapes = {l.shape for l in jax.tree.leaves(state.opt_state)}
+  teacher_only = {l.shape for l in jax.tree.leaves(t_vars['params'])} - {
+      l.shape for l in jax.tree.leaves(state.params)}
+  assert teacher_only and not opt_shapes & teacher_only
+  adam = next(s for s in state.opt_state if hasattr(s, 'mu'))
+  assert jax.tree.structure(adam.mu) == jax.tree.structure(state.params)
+
+
+def test_loss_falls_on_a_fixed_batch():
+  t_vars, s_vars = _teacher_and_student()
+  tx = train.make_optimizer(1e-3)
+  state = train.create_train_state(s_vars, tx)
+  step = train.make_train_step(STUDENT, TEACHER, tx, UPSTREAM)
+  batch = _batch(7)
+  first = None
+  for _ in range(60):
+    state, metrics = step(state, t_vars, batch, jax.random.key(1))
+    first = first or {k: float(v) for k, v in metrics.items()}
+  # The latent match cannot go far: the untrained teacher's code has running
+  # statistics the normalised student code does not share. The total and the
+  # reconstruction must fall.
+  assert float(metrics['rec']) < 0.5 * first['rec']
+  assert float(metrics['total']) < 0.8 * first['total']
+
+
+def test_student_with_zero_supervision_equals_plain_autoencoder_step():
+  t_vars, s_vars = _teacher_and_student()
+  tx = train.make_optimizer(1e-3, weight_decay=1e-6)
+  zero = train.LossWeights(rec=1.0, lat=0.0, jac=0.0, xcov=0.0)
+  supervised = train.make_train_step(STUDENT, TEACHER, tx, zero)
+  plain = train.make_train_step(STUDENT, None, tx, zero)
+  a = train.create_train_state(_copy(s_vars), tx)
+  b = train.create_train_state(_copy(s_vars), tx)
+  for i in range(3):
+    a, ma = supervised(a, t_vars, _batch(i), jax.random.key(2))
+    b, mb = plain(b, None, _batch(i), jax.random.key(2))
+  assert _leaves_equal(a.params, b.params)
+  assert _leaves_equal(a.batch_stats, b.batch_stats)
+  assert float(ma['rec']) == float(mb['rec'])
+  # The supervised step still reports the terms it did not weight in.
+  assert float(ma['jac']) > 0 and float(ma['lat']) > 0
+
+
+def test_step_key_comes_from_the_step_number():
+  t_vars, s_vars = _teacher_and_student()
+  tx = train.make_optimizer(1e-3)
+  step = train.make_train_step(STUDENT, TEACHER, tx, UPSTREAM)
+  # Two steps from step 5 and step 6 states built from the same params draw
+  # different permutations, hence different swap losses.
+  s5 = train.create_train_state(_copy(s_vars), tx).replace(step=jnp.int32(5))
+  s6 = train.create_train_state(_copy(s_vars), tx).replace(step=jnp.int32(6))
+  _, m5 = step(s5, t_vars, _batch(3), jax.random.key(0))
+  _, m6 = step(s6, t_vars, _batch(3), jax.random.key(0))
+  s5b = train.create_train_state(_copy(s_vars), tx).replace(step=jnp.int32(5))
+  _, m5b = step(s5b, t_vars, _batch(3), jax.random.key(0))
+  assert float(m5['jac']) == float(m5b['jac'])
+  assert float(m5['jac']) != float(m6['jac'])
+
+
+def test_teacher_stage_and_fader_attribute_terms():
+  fader = models.FaderAutoencoder(image_size=16, num_attributes=3, nuisance=4,
+                                  init_channels=4, max_channels=8)
+  variables = jax.jit(fader.init)(jax.random.key(0), models.example_input(fader))
+  tx = train.make_optimizer(2e-4, b1=0.5, clip_norm=10.0)
+  weights = train.LossWeights(rec=100.0, attr=0.1, xcov=0.1)
+  step = train.make_train_step(fader, None, tx, weights)
+  state = train.create_train_state(_copy(variables), tx)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+           'attributes': np.sign(rng.normal(size=(4, 3))).astype(np.float32)}
+  state, metrics = step(state, None, batch, jax.random.key(0))
+  assert set(metrics) >= {'rec', 'attr', 'xcov', 'total', 'grad_norm'}
+  assert 'jac' not in metrics and 'lat' not in metrics
+  want = 100 * metrics['rec'] + 0.1 * metrics['attr'] + 0.1 * metrics['xcov']
+  np.testing.assert_allclose(float(metrics['total']), float(want), rtol=1e-6)
+  assert not _leaves_equal(state.batch_stats, variables['batch_stats'])
+
+
+def test_bad_weights_are_refused():
+  with pytest.raises(ValueError, match='jac=-1'):
+    train.LossWeights(jac=-1.0)
+  with pytest.raises(ValueError, match='jacobian'):
+    train.LossWeights(jacobian='exact')
