@@ -1,0 +1,405 @@
+"""The growth chain: a teacher, then students one code dim longer per stage.
+
+`train_and_evaluate(config, workdir)` runs (or resumes) every stage of the
+chain. Stage s writes under `workdir/stage_XX/`: orbax checkpoints, TensorBoard
+events and PNG grids; `workdir/summary.json` gets a record per finished stage.
+
+Resume policy: a stage whose final checkpoint exists is never retrained; a
+stage with an intermediate checkpoint continues from it; a new stage starts
+from its parent by `growth.grow` (stage 0 from a fresh initialisation). Data
+order and every random key derive from (seed, stage, step), so a resumed run
+ends with the same parameters as an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+from clu import metric_writers
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from jacdistill import checkpoint
+from jacdistill import growth
+from jacdistill import input_pipeline
+from jacdistill import models
+from jacdistill import pictures
+from jacdistill import train
+
+MODEL_NAMES = ('mlp', 'conv')
+# Fields a workdir's run may change between invocations without becoming a
+# different run: extending the chain, logging and checkpoint cadence.
+RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
+                     'eval.')
+
+
+class ConfigError(ValueError):
+  """A config (or workdir) the run cannot use; the message says the fix."""
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss term became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Preempted(RuntimeError):
+  """Training stopped on request after saving a checkpoint."""
+
+
+def stage_dims(growth_cfg) -> list[int]:
+  """Code sizes of the stages, e.g. [2, 3, ..., 16]."""
+  start, end, step = growth_cfg.start_dim, growth_cfg.end_dim, growth_cfg.step
+  if start < 1 or step < 1 or end < start:
+    raise ConfigError(
+        f'growth needs 1 <= start_dim <= end_dim and step >= 1; got '
+        f'start_dim={start}, end_dim={end}, step={step}')
+  return list(range(start, end + 1, step))
+
+
+def build_model(model_cfg, latent_dim: int,
+                image_shape: tuple[int, ...]) -> nn.Module:
+  """The flat-code autoencoder named by `model_cfg.name` for `image_shape`."""
+  if model_cfg.name == 'mlp':
+    return models.MLPAutoencoder(
+        latent_dim=latent_dim, image_shape=image_shape,
+        hidden=tuple(model_cfg.hidden), code_norm=model_cfg.code_norm,
+        output=model_cfg.output)
+  if model_cfg.name == 'conv':
+    return models.ConvAutoencoder(
+        latent_dim=latent_dim, image_shape=image_shape,
+        channels=tuple(model_cfg.channels), hidden=model_cfg.conv_hidden,
+        code_norm=model_cfg.code_norm, output=model_cfg.output)
+  raise ConfigError(f'model.name={model_cfg.name!r} is not one of '
+                    f'{MODEL_NAMES}')
+
+
+def stage_weights(loss_cfg, stage: int) -> train.LossWeights:
+  """The teacher (stage 0) trains on reconstruction alone."""
+  try:
+    weights = train.LossWeights.from_config(loss_cfg)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if stage == 0:
+    return train.LossWeights(rec=weights.rec, jacobian=weights.jacobian)
+  return weights
+
+
+def validate(config) -> list[int]:
+  """Raises ConfigError for anything a run would trip over later."""
+  dims = stage_dims(config.growth)
+  if config.data.name not in input_pipeline.IN_MEMORY_DATASETS:
+    raise ConfigError(f'data.name={config.data.name!r} is not one of '
+                      f'{input_pipeline.IN_MEMORY_DATASETS}')
+  if config.model.name not in MODEL_NAMES:
+    raise ConfigError(f'model.name={config.model.name!r} is not one of '
+                      f'{MODEL_NAMES}')
+  if config.model.output not in models.OUTPUT_ACTIVATIONS:
+    raise ConfigError(f'model.output={config.model.output!r} is not one of '
+                      f'{sorted(models.OUTPUT_ACTIVATIONS)}')
+  if config.growth.init not in growth.GROWTH_INITS:
+    raise ConfigError(f'growth.init={config.growth.init!r} is not one of '
+                      f'{growth.GROWTH_INITS}')
+  if config.growth.teacher not in ('previous', 'first'):
+    raise ConfigError(f"growth.teacher={config.growth.teacher!r} is not "
+                      "'previous' or 'first'")
+  stage_weights(config.loss, 1)
+  for name in ('batch_size', 'epochs_per_stage'):
+    if config.train[name] < 1:
+      raise ConfigError(f'train.{name}={config.train[name]} must be >= 1')
+  if not config.train.learning_rate > 0:
+    raise ConfigError(f'train.learning_rate={config.train.learning_rate} '
+                      'must be > 0')
+  return dims
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Refuses a workdir that holds a run of a different config.
+
+  Writes `workdir/config.json` on first use. Only the fields in
+  RESUMABLE_CHANGES may differ on a later invocation.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  new = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    a, b = _flat(old), _flat(new)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                  and not k.startswith(RESUMABLE_CHANGES))
+    if diff:
+      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
+      raise ConfigError(
+          f'workdir {workdir} holds a run of a different config ({shown}); '
+          'use a new --workdir, or the same config to resume')
+  with open(path, 'w') as f:
+    json.dump(new, f, indent=2)
+
+
+@dataclasses.dataclass
+class Hooks:
+  """How a caller watches and steers a run. All optional."""
+  should_stop: Callable[[], bool] = lambda: False
+  classifier: Any = None  # An evaluation.ClassifierHandle, or None.
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def _first_nonfinite(history: list[dict], first_step: int):
+  """(step, term) of the first non-finite loss term in `history`, or None."""
+  for offset, metrics in enumerate(jax.device_get(history)):
+    for name, value in metrics.items():
+      if not np.isfinite(value):
+        return first_step + offset, name
+  return None
+
+
+def _load_summary(workdir: str) -> dict:
+  path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {'stages': []}
+
+
+def _write_summary(workdir: str, summary: dict) -> None:
+  path = os.path.join(workdir, 'summary.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(summary, f, indent=2)
+  os.replace(path + '.tmp', path)  # Never a half-written summary.
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class _Stage:
+  """One stage of the chain: its model, teacher, state and outputs."""
+
+  def __init__(self, config, workdir, index, dim, image_shape):
+    self.config = config
+    self.index = index
+    self.dim = dim
+    self.dir = os.path.join(workdir, f'stage_{index:02d}')
+    self.model = build_model(config.model, dim, image_shape)
+    self.weights = stage_weights(config.loss, index)
+    self.tx = train.make_optimizer(
+        config.train.learning_rate, config.train.weight_decay,
+        config.train.b1, config.train.b2, config.train.clip_norm)
+    self.rng = jax.random.fold_in(jax.random.key(config.seed), index)
+
+
+def _initial_variables(stage: _Stage, parent: Optional[tuple]) -> Any:
+  if parent is None:
+    init_key = jax.random.fold_in(stage.rng, 0)
+    return jax.jit(stage.model.init)(init_key,
+                                     models.example_input(stage.model))
+  return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1),
+                     init=stage.config.growth.init)
+
+
+def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
+                 total_steps, elapsed, batcher, ckpts, writer, hooks):
+  """Runs steps [start_step, total_steps); returns (state, elapsed, last)."""
+  cfg = stage.config
+  teacher_model, teacher_vars = teacher if teacher else (None, None)
+  step_fn = train.make_train_step(stage.model, teacher_model, stage.tx,
+                                  stage.weights, cfg.train.learning_rate)
+  history, last = [], {}
+  t_start = time.time()
+  t_progress, step_at_progress = t_start, start_step
+
+  def record(step):
+    return {'stage': stage.index, 'step': step, 'latent_dim': stage.dim,
+            'wall_time_s': elapsed + time.time() - t_start}
+
+  def flush(step):
+    """Checks and writes the metrics of the steps before `step`."""
+    nonlocal history, last
+    if not history:
+      return
+    bad = _first_nonfinite(history, step - len(history))
+    if bad:
+      raise NonFiniteLossError(
+          f'loss term {bad[1]!r} is not finite at step {bad[0]} of stage '
+          f'{stage.index} (k={stage.dim}); training stopped, the last good '
+          f'checkpoint in {ckpts.directory} is kept')
+    last = _mean_metrics(history)
+    writer.write_scalars(step, last)
+    history = []
+
+  for step in range(start_step, total_steps):
+    batch = batcher.batch(step)
+    state, metrics = step_fn(state, teacher_vars, batch, stage.rng)
+    history.append(metrics)
+    done = step + 1
+    if done % cfg.log.every_steps == 0:
+      flush(done)
+    if done % cfg.checkpoint.every_steps == 0 or done == total_steps:
+      flush(done)
+      ckpts.save(done, state, record(done))
+    now = time.time()
+    if now - t_progress >= cfg.log.progress_seconds or done == total_steps:
+      rate = (done - step_at_progress) / max(now - t_progress, 1e-9)
+      logging.info(
+          'stage %d (k=%d) step %d/%d  %.1f steps/s  ETA %s  loss %.5f',
+          stage.index, stage.dim, done, total_steps, rate,
+          _format_eta((total_steps - done) / max(rate, 1e-9)),
+          last.get('total', float('nan')))
+      t_progress, step_at_progress = now, done
+    if hooks.should_stop() and done < total_steps:
+      flush(done)
+      ckpts.save(done, state, record(done))
+      ckpts.wait()
+      raise Preempted(f'stopped at step {done} of stage {stage.index}; the '
+                      f'checkpoint is in {ckpts.directory}; re-run the same '
+                      'command to resume')
+  ckpts.wait()
+  return state, elapsed + time.time() - t_start, last
+
+
+def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
+                    first_dim: int, writer, hooks) -> dict:
+  """Test metrics and PNG grids of a finished stage."""
+  cfg = stage.config
+  value_range = train.value_range_of(stage.model)
+  eval_fn = train.make_eval_step(stage.model)
+  codes, mses = [], []
+  n = len(test)
+  for i in range(0, n, cfg.eval.batch_size):
+    _, code, mse = eval_fn(variables, test.images[i:i + cfg.eval.batch_size])
+    codes.append(np.asarray(code))
+    mses.append(np.asarray(mse))
+  codes, mses = np.concatenate(codes), np.concatenate(mses)
+  scale = 4.0 if value_range == '-11' else 1.0  # MSE in [0, 1] pixel units.
+  mses = mses / scale
+  out = {'test_mse': float(mses.mean()),
+         'test_psnr': float(np.mean(10 * np.log10(1.0 / np.maximum(mses, 1e-12))))}
+
+  decode = jax.jit(lambda c: stage.model.apply(variables, c,
+                                               method=stage.model.decode))
+  encode = jax.jit(lambda x: stage.model.apply(variables, x,
+                                               method=stage.model.encode))
+  if hooks.classifier is not None:
+    from jacdistill import evaluation  # pylint: disable=g-import-not-at-top
+    out.update(evaluation.evaluate_autoencoder(
+        encode, decode, test.images, test.labels, hooks.classifier.logits,
+        factor_dims=first_dim, value_range=value_range,
+        num_permutations=cfg.eval.num_permutations, seed=cfg.seed,
+        batch_size=cfg.eval.batch_size))
+
+  m = min(cfg.eval.num_images, n)
+  originals = pictures.to_unit(train.to_float(test.images[:m], value_range),
+                               value_range)
+  recon = pictures.to_unit(decode(codes[:m]), value_range)
+  rec_grid = pictures.grid(np.stack([originals, recon]))
+  steps = cfg.eval.traversal_steps
+  trav = pictures.traversal_codes(codes[0], codes, steps)
+  trav_images = pictures.to_unit(
+      decode(trav.reshape(-1, stage.dim)), value_range)
+  trav_grid = pictures.grid(trav_images.reshape(stage.dim, steps,
+                                                *trav_images.shape[1:]))
+  pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'), rec_grid)
+  pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid)
+  writer.write_images(0, {'reconstructions': rec_grid[None],
+                          'traversals': trav_grid[None]})
+  writer.write_scalars(0, {f'test/{k}': v for k, v in out.items()})
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       hooks: Optional[Hooks] = None) -> dict:
+  """Runs or resumes the whole growth chain; returns the summary dict."""
+  hooks = hooks or Hooks()
+  dims = validate(config)
+  check_workdir(config, workdir)
+  train_split = input_pipeline.load_split(config.data, 'train')
+  test_split = input_pipeline.load_split(config.data, 'test')
+  image_shape = tuple(train_split.images.shape[1:])
+  if config.train.batch_size > len(train_split):
+    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
+                      f'{len(train_split)} training examples')
+  summary = _load_summary(workdir)
+  summary['config'] = json.loads(config.to_json())
+  if hooks.classifier is not None:
+    summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
+  done = {s['stage']: s for s in summary['stages']}
+  first, parent = None, None
+  for index, dim in enumerate(dims):
+    stage = _Stage(config, workdir, index, dim, image_shape)
+    teacher = None
+    if index > 0:
+      teacher = first if config.growth.teacher == 'first' else parent
+    variables = _initial_variables(stage, parent)
+    state = train.create_train_state(variables, stage.tx)
+    batcher = input_pipeline.Batcher(train_split, config.train.batch_size,
+                                     seed=config.seed * 1000 + index)
+    total = (config.train.steps_per_stage or
+             config.train.epochs_per_stage * batcher.steps_per_epoch)
+    ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
+                                   max_to_keep=config.checkpoint.keep)
+    restored = ckpts.restore_latest(state)
+    start, elapsed = 0, 0.0
+    if restored:
+      state, rec, start = restored
+      elapsed = rec.get('wall_time_s', 0.0)
+      logging.info('stage %d (k=%d): resuming at step %d/%d from %s', index,
+                   dim, start, total, ckpts.directory)
+    else:
+      logging.info('stage %d (k=%d): starting, %d steps, outputs in %s', index,
+                   dim, total, stage.dir)
+    writer = metric_writers.create_default_writer(
+        stage.dir, just_logging=jax.process_index() > 0)
+    try:
+      last = {}
+      if start < total:
+        state, elapsed, last = _train_stage(stage, teacher, state, start, total,
+                                            elapsed, batcher, ckpts, writer,
+                                            hooks)
+      variables = train.variables_of(state)
+      fp = checkpoint.fingerprint(variables)
+      entry = done.get(index)
+      if entry is None or entry.get('fingerprint') != fp:
+        entry = {'stage': index, 'latent_dim': dim,
+                 'teacher_stage': None if teacher is None else (
+                     0 if config.growth.teacher == 'first' else index - 1),
+                 'steps': total, 'wall_time_s': round(elapsed, 2),
+                 'train_losses': last, 'fingerprint': fp}
+        entry.update(_evaluate_stage(stage, variables, test_split, dims[0],
+                                     writer, hooks))
+        done[index] = entry
+        summary['stages'] = [done[i] for i in sorted(done)]
+        _write_summary(workdir, summary)
+        logging.info('stage %d (k=%d) done: test MSE %.5f, PSNR %.2f dB%s',
+                     index, dim, entry['test_mse'], entry['test_psnr'],
+                     f", swap acc {entry['swap_acc']:.3f}"
+                     if 'swap_acc' in entry else '')
+      else:
+        logging.info('stage %d (k=%d) already complete; not retrained', index,
+                     dim)
+    finally:
+      writer.flush()
+      writer.close()
+      ckpts.close()
+    parent = (stage.model, variables)
+    if index == 0:
+      first = parent
+  return summary

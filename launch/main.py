@@ -1,0 +1,88 @@
+"""Runs a jacdistill growth chain.
+
+  python launch/main.py --config=configs/fashion_grow.py:quick --workdir=workdirs/fashion_quick
+  python launch/main.py --config=configs/svhn_grow.py --config.growth.end_dim=8
+
+Re-running the same command resumes where the last run stopped.
+"""
+
+import logging as std_logging
+import os
+import signal
+import sys
+
+# Configs import each other as `configs.x`; the repository root must be on the
+# path however this script is started.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from jacdistill import chain
+from jacdistill import input_pipeline
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, with an optional :variant.', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Output directory; defaults to workdirs/<config name>.')
+
+# XLA:CPU compiles partitionable threefry draws of multi-dimensional shapes
+# very slowly; tests make the same choice, so runs and tests agree.
+jax.config.update('jax_threefry_partitionable', False)
+
+
+def _default_workdir() -> str:
+  spec = flags.FLAGS['config'].value if 'config' in flags.FLAGS else 'run'
+  name = os.path.splitext(os.path.basename(str(spec).replace(':', '_')))[0]
+  return os.path.join('workdirs', name)
+
+
+def _quiet_orbax(record) -> bool:
+  # Orbax logs every step of every save at INFO; keep its warnings only.
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  config = _CONFIG.value
+  workdir = os.path.abspath(_WORKDIR.value or _default_workdir())
+  stop = {'requested': False}
+
+  def on_sigterm(signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM: saving a checkpoint and stopping')
+    stop['requested'] = True
+
+  signal.signal(signal.SIGTERM, on_sigterm)
+  logging.info('workdir %s: summary.json, config.json, stage_XX/{checkpoints,'
+               'reconstructions.png,traversals.png,events} (tensorboard '
+               '--logdir %s)', workdir, workdir)
+  hooks = chain.Hooks(should_stop=lambda: stop['requested'])
+  try:
+    if config.eval.classifier:
+      from jacdistill import evaluation  # pylint: disable=g-import-not-at-top
+      clf_dir = (config.eval.classifier_dir or
+                 evaluation.default_classifier_dir(config.data))
+      logging.info('external classifier: %s', clf_dir)
+      hooks.classifier = evaluation.load_or_train_classifier(
+          config.data, evaluation.default_classifier_config(), clf_dir)
+    summary = chain.train_and_evaluate(config, workdir, hooks)
+  except (chain.ConfigError, chain.NonFiniteLossError,
+          input_pipeline.DatasetUnavailableError) as e:
+    sys.exit(f'error: {e}')
+  except chain.Preempted as e:
+    sys.exit(f'preempted: {e}')
+  for s in summary['stages']:
+    logging.info('stage %d  k=%-3d  test MSE %.5f  PSNR %.2f', s['stage'],
+                 s['latent_dim'], s['test_mse'], s['test_psnr'])
+  logging.info('summary: %s', os.path.join(workdir, 'summary.json'))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

@@ -1,0 +1,137 @@
+"""End to end: the growth chain on the real Fashion-MNIST files (smoke config),
+its outputs, interruption and resume to the same fingerprints, and the CLI's
+one-line errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import fashion_grow
+from jacdistill import chain
+from jacdistill import input_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_DATA = os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
+                                        'train-images-idx3-ubyte.gz'))
+pytestmark = pytest.mark.skipif(
+    not HAVE_DATA, reason='needs apt-get install dataset-fashion-mnist')
+
+
+@pytest.fixture(scope='module')
+def straight_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  summary = chain.train_and_evaluate(fashion_grow.get_config('smoke'), workdir)
+  return workdir, summary
+
+
+def _fingerprints(summary):
+  return [s['fingerprint'] for s in summary['stages']]
+
+
+def test_outputs_of_a_two_stage_run(straight_run):
+  workdir, summary = straight_run
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    on_disk = json.load(f)
+  assert on_disk['stages'] == summary['stages']
+  assert [s['latent_dim'] for s in summary['stages']] == [2, 3]
+  assert [s['teacher_stage'] for s in summary['stages']] == [None, 0]
+  for s in summary['stages']:
+    assert s['steps'] == 24 and s['wall_time_s'] > 0
+    assert len(s['fingerprint']) == 64
+    assert 0 < s['test_mse'] < 0.2
+    assert s['test_psnr'] == pytest.approx(s['test_psnr'])  # Not NaN.
+    assert {'rec', 'total', 'grad_norm', 'param_norm'} <= set(s['train_losses'])
+  assert {'lat', 'jac', 'xcov'} <= set(summary['stages'][1]['train_losses'])
+  # More dims, better reconstruction, even after 24 steps.
+  assert summary['stages'][1]['test_mse'] < summary['stages'][0]['test_mse']
+  for index, k in ((0, 2), (1, 3)):
+    stage_dir = os.path.join(workdir, f'stage_{index:02d}')
+    rec = Image.open(os.path.join(stage_dir, 'reconstructions.png'))
+    trav = Image.open(os.path.join(stage_dir, 'traversals.png'))
+    # Two rows (originals, reconstructions) of 16; k rows of 9 traversal steps;
+    # tiles of 28 px plus 1 px padding, enlarged twice.
+    assert rec.size == (2 * (16 * 29 + 1), 2 * (2 * 29 + 1))
+    assert trav.size == (2 * (9 * 29 + 1), 2 * (k * 29 + 1))
+    assert glob.glob(os.path.join(stage_dir, 'events.out.tfevents.*'))
+    assert os.listdir(os.path.join(stage_dir, 'checkpoints'))
+  tags = _event_tags(os.path.join(workdir, 'stage_01'))
+  assert {'rec', 'lat', 'jac', 'xcov', 'total', 'grad_norm', 'learning_rate',
+          'test/test_mse', 'reconstructions', 'traversals'} <= tags
+
+
+def _event_tags(stage_dir):
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(stage_dir, size_guidance={
+      event_accumulator.IMAGES: 0, event_accumulator.TENSORS: 0})
+  acc.Reload()
+  tags = acc.Tags()
+  return set(tags.get('tensors', [])) | set(tags.get('scalars', [])) | set(
+      tags.get('images', []))
+
+
+def test_interrupt_and_resume_gives_the_same_parameters(straight_run, tmp_path):
+  _, straight = straight_run
+  workdir = str(tmp_path / 'interrupted')
+  config = fashion_grow.get_config('smoke')
+  calls = {'n': 0}
+
+  def stop_in_stage_one():
+    calls['n'] += 1
+    return calls['n'] == 24 + 13  # Step 13 of stage 1.
+
+  with pytest.raises(chain.Preempted, match='step 13 of stage 1'):
+    chain.train_and_evaluate(config, workdir, chain.Hooks(
+        should_stop=stop_in_stage_one))
+  stage0_ckpts = sorted(os.listdir(os.path.join(workdir, 'stage_00',
+                                                'checkpoints')))
+  stage0_mtime = os.path.getmtime(os.path.join(workdir, 'stage_00',
+                                               'checkpoints', stage0_ckpts[-1]))
+  resumed = chain.train_and_evaluate(config, workdir)
+  assert _fingerprints(resumed) == _fingerprints(straight)
+  # The finished stage was neither retrained nor re-saved.
+  assert sorted(os.listdir(os.path.join(workdir, 'stage_00', 'checkpoints'))
+                ) == stage0_ckpts
+  assert os.path.getmtime(os.path.join(
+      workdir, 'stage_00', 'checkpoints', stage0_ckpts[-1])) == stage0_mtime
+  np.testing.assert_allclose(resumed['stages'][1]['test_mse'],
+                             straight['stages'][1]['test_mse'], rtol=0)
+
+
+def test_workdir_of_another_config_is_refused(straight_run):
+  workdir, _ = straight_run
+  config = fashion_grow.get_config('smoke')
+  config.loss.jac = 1.0
+  with pytest.raises(chain.ConfigError, match='loss.jac'):
+    chain.train_and_evaluate(config, workdir)
+
+
+def _main(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, 'launch/main.py', *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path):
+  out = _main('--config=configs/fashion_grow.py:smoke',
+              f'--workdir={tmp_path}/w', f'--config.data.idx_dir={tmp_path}/none')
+  assert out.returncode != 0
+  assert 'Traceback' not in out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith('error:') and f'{tmp_path}/none' in last
+  assert 'dataset-fashion-mnist' in last
+
+
+def test_cli_refuses_bad_overrides_and_configs(tmp_path):
+  out = _main('--config=configs/fashion_grow.py:smoke',
+              f'--workdir={tmp_path}/w', '--config.growth.end_dimm=4')
+  assert out.returncode != 0 and 'end_dimm' in out.stderr
+  out = _main('--config=configs/fashion_grow.py:smoke',
+              f'--workdir={tmp_path}/w', '--config.growth.end_dim=1')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert 'end_dim=1' in out.stderr.strip().splitlines()[-1]
+  assert not os.path.exists(f'{tmp_path}/w/stage_00')
