@@ -1,0 +1,583 @@
+"""Evaluation: reconstruction quality and the swap-accuracy disentangling score.
+
+SPEC.md's protocol: an external classifier, trained once per dataset, labels
+each test reconstruction; the original teacher's code dims (the first
+`factor_dims` dims of the code) of `x_i` are replaced by those of `x_pi(i)`,
+the result is decoded and labelled again, and the swap is right when the
+classifier now says what it said of `x_pi(i)`'s reconstruction. Only pairs
+whose reconstructions it labels differently count.
+
+Unlike upstream, the classifier runs in inference mode (no dropout noise) and
+sees images in exactly the range it was trained on ([0, 1]).
+
+The classifier is cached on disk (`load_or_train_classifier`) so every run on
+a dataset is judged by the same one. The metric functions are pure and
+jittable; `evaluate_autoencoder` drives them over a whole split in batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from jacdistill import input_pipeline
+
+NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10}
+IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1),
+                'svhn_cropped': (32, 32, 3)}
+CHECKPOINT_SUBDIR = 'variables'
+# Written last, so its presence marks a finished classifier directory.
+RECORD_FILE = 'classifier.json'
+# Test images per classifier call when measuring its accuracy.
+_EVAL_BATCH = 1000
+
+
+# ----------------------------------------------------------------- classifier
+
+
+def _max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max-pool, stride 2, (B, H, W, C) -> (B, H // 2, W // 2, C).
+
+  A reshape and a max rather than `nn.max_pool`: on XLA:CPU the gradient of
+  the windowed reduce (select-and-scatter) made a whole training step of this
+  CNN 1.6x slower.
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+class Classifier(nn.Module):
+  """Small CNN: [3x3 conv, ReLU, 2x2 max-pool] per width, dense, dropout.
+
+  Attributes:
+    num_classes: number of logits (the last dense layer).
+    widths: output channels of the convs, from the image inwards.
+    hidden: width of the dense layer.
+    dropout: dropout rate before the logits, applied only when `train`.
+  """
+  num_classes: int = 10
+  widths: Sequence[int] = (16, 32)
+  hidden: int = 128
+  dropout: float = 0.3
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    """Maps float images (B, H, W, C) in [0, 1] to logits (B, num_classes).
+
+    With `train`, dropout needs an rng named 'dropout'.
+    """
+    for i, width in enumerate(self.widths):
+      x = _max_pool_2x2(nn.relu(nn.Conv(width, (3, 3), name=f'conv_{i}')(x)))
+    x = nn.relu(nn.Dense(self.hidden, name='hidden')(x.reshape(x.shape[0], -1)))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, name='logits')(x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _inference_logits(model: Classifier, variables: Any,
+                      images01: jax.Array) -> jax.Array:
+  return model.apply(variables, images01, train=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClassifierHandle:
+  """A trained classifier, ready to label images.
+
+  Attributes:
+    model: the `Classifier` module.
+    variables: its linen variables {'params': ...}.
+    test_accuracy: its accuracy on the dataset's test split, in [0, 1].
+  """
+  model: Classifier
+  variables: Any
+  test_accuracy: float
+
+  @property
+  def num_classes(self) -> int:
+    return self.model.num_classes
+
+  def logits(self, images01: jax.Array) -> jax.Array:
+    """Jitted, inference mode: float (B, H, W, C) in [0, 1] -> (B, classes)."""
+    return _inference_logits(self.model, self.variables, images01)
+
+  def predict(self, images01: jax.Array) -> jax.Array:
+    """Class labels int32 (B,) of float images (B, H, W, C) in [0, 1]."""
+    return jnp.argmax(self.logits(images01), axis=-1).astype(jnp.int32)
+
+
+def make_classifier(data_config: Any, clf_config: Any) -> Classifier:
+  """The `Classifier` that `clf_config` describes for `data_config.name`."""
+  name = data_config.name
+  if name not in NUM_CLASSES:
+    raise ValueError(f'data.name={name!r} has no classifier; valid names: '
+                     f'{", ".join(NUM_CLASSES)}.')
+  return Classifier(num_classes=NUM_CLASSES[name],
+                    widths=tuple(int(w) for w in clf_config.widths),
+                    hidden=int(clf_config.hidden),
+                    dropout=float(clf_config.dropout))
+
+
+def _check_clf_config(clf_config: Any) -> None:
+  for field in ('epochs', 'batch_size'):
+    value = clf_config[field]
+    if int(value) != value or value < 1:
+      raise ValueError(f'classifier.{field}={value!r} must be a positive '
+                       'integer.')
+  if not clf_config.learning_rate > 0:
+    raise ValueError(f'classifier.learning_rate={clf_config.learning_rate!r} '
+                     'must be > 0.')
+  if not 0 <= clf_config.dropout < 1:
+    raise ValueError(f'classifier.dropout={clf_config.dropout!r} must lie in '
+                     '[0, 1).')
+
+
+def _pad_to(a: np.ndarray, size: int) -> np.ndarray:
+  """Pads the first axis with zeros up to `size`: every batch then has one
+  shape and the jitted callables compile once."""
+  if a.shape[0] == size:
+    return a
+  return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]),
+                                     a.dtype)])
+
+
+def _batch_bounds(n: int, batch_size: int):
+  for start in range(0, n, batch_size):
+    yield start, min(start + batch_size, n)
+
+
+def _predict_split(logits_fn: Callable, images_uint8: np.ndarray,
+                   batch_size: int) -> np.ndarray:
+  """Classifier labels int (N,) of uint8 images (N, H, W, C)."""
+  n = images_uint8.shape[0]
+  b = min(batch_size, n)
+  preds = np.empty((n,), np.int32)
+  for start, stop in _batch_bounds(n, b):
+    x = input_pipeline.to_float(_pad_to(images_uint8[start:stop], b), '01')
+    preds[start:stop] = np.asarray(
+        jnp.argmax(logits_fn(x), axis=-1))[:stop - start]
+  return preds
+
+
+def train_classifier(data_config: Any, clf_config: Any,
+                     log_fn: Optional[Callable[[str], None]] = None
+                     ) -> tuple[Any, float]:
+  """Trains a `Classifier` on the train split; measures it on the test split.
+
+  Adam with a cosine decay of the learning rate to 0, softmax cross-entropy,
+  batches from `input_pipeline.Batcher` (deterministic given
+  `clf_config.seed`), pixels scaled to [0, 1]. Dropout draws its mask from
+  `fold_in(key, step)`, so the whole run is a function of the seed.
+
+  Args:
+    data_config: as `input_pipeline.load_split` takes.
+    clf_config: `configs/classifier.py:get_config()` or an override of it.
+    log_fn: receives one progress line per epoch and one at the end;
+      default `absl.logging.info`.
+
+  Returns:
+    `(variables, test_accuracy)`: linen variables {'params': ...} and the
+    fraction of test images labelled correctly (inference mode), a float.
+  """
+  log = log_fn or logging.info
+  _check_clf_config(clf_config)
+  train_split = input_pipeline.load_split(data_config, 'train')
+  test_split = input_pipeline.load_split(data_config, 'test')
+  model = make_classifier(data_config, clf_config)
+  batcher = input_pipeline.Batcher(train_split, int(clf_config.batch_size),
+                                   int(clf_config.seed))
+  steps_per_epoch = batcher.steps_per_epoch
+  num_steps = int(clf_config.epochs) * steps_per_epoch
+  tx = optax.adam(optax.cosine_decay_schedule(clf_config.learning_rate,
+                                              num_steps))
+  init_key, dropout_key = jax.random.split(jax.random.key(int(clf_config.seed)))
+  image_shape = train_split.images.shape[1:]
+  variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32),
+                         train=False)
+  params = variables['params']
+  opt_state = tx.init(params)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, images, labels, step_index):
+    x = input_pipeline.to_float(images, '01')
+
+    def loss_fn(p):
+      logits = model.apply({'params': p}, x, train=True, rngs={
+          'dropout': jax.random.fold_in(dropout_key, step_index)})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return jnp.mean(loss), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    correct = jnp.sum(jnp.argmax(logits, axis=-1) == labels)
+    return optax.apply_updates(params, updates), opt_state, loss, correct
+
+  start_time = time.time()
+  for epoch in range(int(clf_config.epochs)):
+    # Summed on the device and read once per epoch: reading every step
+    # would stall the dispatch queue.
+    loss_sum, correct_sum = 0.0, 0
+    for s in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
+      batch = batcher.batch(s)
+      params, opt_state, loss, correct = step(params, opt_state,
+                                              batch['image'], batch['label'], s)
+      loss_sum += loss
+      correct_sum += correct
+    seen = steps_per_epoch * int(clf_config.batch_size)
+    log(f'classifier epoch {epoch + 1}/{clf_config.epochs}: train loss '
+        f'{float(loss_sum) / steps_per_epoch:.4f}, train accuracy (dropout on) '
+        f'{int(correct_sum) / seen:.4f}, {time.time() - start_time:.0f} s')
+  variables = {'params': params}
+  preds = _predict_split(functools.partial(_inference_logits, model, variables),
+                         test_split.images, _EVAL_BATCH)
+  test_accuracy = float(np.mean(preds == test_split.labels))
+  log(f'classifier test accuracy {test_accuracy:.4f} on {len(test_split)} '
+      f'{data_config.name} test images')
+  return variables, test_accuracy
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def default_classifier_dir(data_config: Any) -> str:
+  """Where the classifier of `data_config`'s dataset lives by default.
+
+  `$JACDISTILL_CACHE/classifiers/<name>_<limit or 'full'>`, with
+  `JACDISTILL_CACHE` defaulting to `~/.cache/jacdistill`, so every run on a
+  dataset reuses one classifier.
+  """
+  root = os.environ.get('JACDISTILL_CACHE',
+                        os.path.expanduser('~/.cache/jacdistill'))
+  limit = getattr(data_config, 'limit', 0) or 0
+  return os.path.join(root, 'classifiers',
+                      f'{data_config.name}_{limit or "full"}')
+
+
+def _json_config(clf_config: Any) -> dict:
+  """The config as JSON gives it back (tuples become lists), for comparison."""
+  as_dict = clf_config.to_dict() if hasattr(clf_config, 'to_dict') else dict(
+      clf_config)
+  return json.loads(json.dumps(as_dict))
+
+
+def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
+             ) -> Any:
+  # Shapes only: initialising for real would compile the random draws of
+  # every layer, seconds on CPU, for values that are overwritten.
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.key(0),
+                          jnp.zeros((1, *image_shape), jnp.float32))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+  path = os.path.join(os.path.abspath(directory), CHECKPOINT_SUBDIR)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      return checkpointer.restore(path, abstract)
+  except Exception as e:  # pylint: disable=broad-except
+    # Missing, truncated or mismatched files all mean the same to the user.
+    raise RuntimeError(
+        f'Cannot restore the classifier in {directory} ({type(e).__name__}: '
+        f'{e}). Delete that directory to retrain it.') from e
+
+
+def load_or_train_classifier(data_config: Any, clf_config: Any,
+                             directory: Optional[str] = None,
+                             log_fn: Optional[Callable[[str], None]] = None
+                             ) -> ClassifierHandle:
+  """Restores the classifier in `directory`, or trains and saves one there.
+
+  A finished directory holds an orbax checkpoint of the variables in
+  `variables/` and `classifier.json` (dataset, test accuracy, config, wall
+  time), written last, so an interrupted save is retrained
+  rather than half-read.
+
+  Args:
+    data_config: as `input_pipeline.load_split` takes.
+    clf_config: `configs/classifier.py:get_config()` or an override of it.
+    directory: where the classifier lives; None = `default_classifier_dir`.
+    log_fn: progress lines; default `absl.logging.info`.
+
+  Returns:
+    A `ClassifierHandle`.
+
+  Raises:
+    ValueError: `directory` holds a classifier of another dataset, limit or
+      config (pick another directory or delete that one).
+    RuntimeError: the record is there but the checkpoint cannot be read.
+  """
+  log = log_fn or logging.info
+  directory = directory or default_classifier_dir(data_config)
+  record_path = os.path.join(directory, RECORD_FILE)
+  model = make_classifier(data_config, clf_config)
+  dataset = {'name': data_config.name,
+             'limit': int(getattr(data_config, 'limit', 0) or 0)}
+  config = _json_config(clf_config)
+
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      record = json.load(f)
+    if record['dataset'] != dataset or record['config'] != config:
+      raise ValueError(
+          f'{directory} holds a classifier of dataset {record["dataset"]} with '
+          f'config {record["config"]}, not the requested dataset {dataset} '
+          f'with config {config}. Pass another directory, or delete that one '
+          'to retrain it (scores are only comparable under one classifier).')
+    variables = _restore(directory, model, IMAGE_SHAPES[data_config.name])
+    log(f'Restored the {data_config.name} classifier from {directory} (test '
+        f'accuracy {record["test_accuracy"]:.4f}).')
+    return ClassifierHandle(model, variables, float(record['test_accuracy']))
+
+  log(f'No finished classifier in {directory}; training one.')
+  start_time = time.time()
+  variables, test_accuracy = train_classifier(data_config, clf_config, log_fn)
+  wall_time = time.time() - start_time
+  os.makedirs(directory, exist_ok=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    # force: a checkpoint without its record is a leftover of an interrupted
+    # save and is overwritten.
+    checkpointer.save(os.path.join(os.path.abspath(directory),
+                                   CHECKPOINT_SUBDIR), variables, force=True)
+    checkpointer.wait_until_finished()
+  record = {'dataset': dataset, 'test_accuracy': test_accuracy,
+            'num_classes': model.num_classes,
+            'config': config, 'wall_time_s': wall_time,
+            'backend': jax.default_backend()}
+  tmp_path = record_path + '.tmp'
+  with open(tmp_path, 'w') as f:
+    json.dump(record, f, indent=2)
+  os.replace(tmp_path, record_path)
+  log(f'Saved the {data_config.name} classifier to {directory} (test accuracy '
+      f'{test_accuracy:.4f}, {wall_time:.0f} s).')
+  return ClassifierHandle(model, variables, test_accuracy)
+
+
+# ------------------------------------------------------------------- metrics
+
+
+def mse_per_image(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+  """`mse_i = mean_pixels((x_i - x_hat_i)^2)`: (N, ...) x2 -> (N,)."""
+  sq = jnp.square(x.astype(jnp.float32) - x_hat.astype(jnp.float32))
+  return jnp.mean(sq.reshape(sq.shape[0], -1), axis=1)
+
+
+def psnr(x: jax.Array, x_hat: jax.Array, data_range: float) -> jax.Array:
+  """Mean over images of the per-image peak signal-to-noise ratio, in dB.
+
+  `psnr = mean_i 10 log10(data_range^2 / mse_i)`, `mse_i` as in
+  `mse_per_image`. An exact reconstruction (`mse_i = 0`) gives +inf.
+
+  Args:
+    x, x_hat: images (N, ...), in the same units as `data_range` (1 for
+      [0, 1] pixels, 2 for [-1, 1]).
+    data_range: the peak-to-peak pixel range.
+
+  Returns:
+    float32 scalar.
+  """
+  return jnp.mean(10 * jnp.log10(jnp.square(data_range)
+                                 / mse_per_image(x, x_hat)))
+
+
+def _fraction(hits: jax.Array, count: jax.Array) -> jax.Array:
+  """hits / count as float32; NaN when nothing was counted."""
+  return jnp.where(count > 0, hits / jnp.maximum(count, 1),
+                   jnp.nan).astype(jnp.float32)
+
+
+def swap_scores(pred_rec: jax.Array, pred_swap: jax.Array, perm: jax.Array,
+                labels: jax.Array) -> dict[str, jax.Array]:
+  """Swap scores of one permutation of a set of N images.
+
+  Pair i is (x_i, x_perm[i]); `pred_swap[i]` labels the decode of code_i with
+  its factor dims replaced by those of code_perm[i]. With
+  `t_i = pred_rec[perm[i]]` and `C = {i : pred_rec[i] != t_i}` (pairs whose
+  reconstructions the classifier tells apart),
+
+    swap_acc  = |{i in C : pred_swap[i] == t_i}| / |C|
+    swap_keep = |{i in C : pred_swap[i] == pred_rec[i]}| / |C|
+
+  (`swap_keep`: the swap left the class unchanged.) Against the ground truth,
+  with `g_i = labels[perm[i]]` and `G = {i : labels[i] != g_i}`,
+
+    swap_acc_gt = |{i in G : pred_swap[i] == g_i}| / |G|
+
+  and `rec_class_acc = mean_i(pred_rec[i] == labels[i])`. A ratio with an
+  empty denominator is NaN.
+
+  Args:
+    pred_rec: int (N,), classifier labels of the plain reconstructions.
+    pred_swap: int (N,), classifier labels of the swapped decodes.
+    perm: int (N,), a permutation of range(N).
+    labels: int (N,), ground-truth classes.
+
+  Returns:
+    Scalars: 'swap_acc', 'swap_keep', 'swap_acc_gt', 'rec_class_acc'
+    (float32) and 'num_pairs' = |C|, 'num_pairs_gt' = |G| (int32).
+  """
+  target = pred_rec[perm]
+  counted = pred_rec != target
+  num_pairs = jnp.sum(counted, dtype=jnp.int32)
+  target_gt = labels[perm]
+  counted_gt = labels != target_gt
+  num_pairs_gt = jnp.sum(counted_gt, dtype=jnp.int32)
+  return {
+      'swap_acc': _fraction(jnp.sum(counted & (pred_swap == target)),
+                            num_pairs),
+      'swap_keep': _fraction(jnp.sum(counted & (pred_swap == pred_rec)),
+                             num_pairs),
+      'swap_acc_gt': _fraction(jnp.sum(counted_gt & (pred_swap == target_gt)),
+                               num_pairs_gt),
+      'rec_class_acc': jnp.mean(pred_rec == labels, dtype=jnp.float32),
+      'num_pairs': num_pairs,
+      'num_pairs_gt': num_pairs_gt,
+  }
+
+
+_swap_scores = jax.jit(swap_scores)
+
+
+def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
+                         decode: Callable[[jax.Array], jax.Array],
+                         images_uint8: np.ndarray, labels: np.ndarray,
+                         classifier_logits: Callable[[jax.Array], jax.Array],
+                         factor_dims: int, value_range: str,
+                         num_permutations: int = 5, seed: int = 0,
+                         batch_size: int = 500) -> dict[str, float]:
+  """Reconstruction error and swap accuracy of an autoencoder on a split.
+
+  Every number is over the whole split. Reconstruction, with `x`, `x_hat`
+  mapped to [0, 1] units whatever `value_range` (so numbers of [-1, 1] models
+  compare with [0, 1] ones and with upstream's table):
+
+    mse  = mean over all pixels of (x - x_hat)^2
+    psnr = mean_i 10 log10(1 / mse_i)   (data range 1; +inf if some mse_i = 0)
+
+  Swap scores (see `swap_scores`): permutation p (p = 1..P) is the p-th
+  `rng.permutation(N)` of `rng = np.random.default_rng(seed)`; for each,
+  pred_swap[i] labels decode(code_i with dims [0, factor_dims) taken from
+  code_perm[i]). Reported: the mean over permutations of 'swap_acc',
+  'swap_acc_gt', 'swap_keep', 'num_pairs', 'num_pairs_gt', the population
+  standard deviations 'swap_acc_std', 'swap_acc_gt_std', and
+  'rec_class_acc' (no permutation involved).
+
+  With `factor_dims` equal to the whole code of a deterministic model,
+  swap_acc is 1.0 by construction (the swapped code *is* code_perm[i], so
+  pred_swap[i] = pred_rec[perm[i]]), as SPEC.md notes for the 2-dim teacher.
+
+  The classifier sees reconstructions mapped to [0, 1] ((x + 1) / 2 for
+  '-11'), exactly as it saw its training images; it is not clipped.
+
+  Args:
+    encode: jitted, float images (B, H, W, C) in `value_range` -> code (B, K).
+    decode: jitted, code (B, K) -> float images (B, H, W, C) in `value_range`.
+    images_uint8: uint8 (N, H, W, C), the split (N >= 2).
+    labels: int (N,), its classes.
+    classifier_logits: float images (B, H, W, C) in [0, 1] -> logits
+      (B, classes), e.g. `ClassifierHandle.logits`.
+    factor_dims: k0, how many leading code dims are swapped (the original
+      teacher's), 1 <= k0 <= K.
+    value_range: '01' or '-11', the range `encode` takes and `decode` gives.
+    num_permutations: P >= 1.
+    seed: seeds the permutations.
+    batch_size: images per encode/decode call; the last batch is zero-padded
+      so each callable compiles once.
+
+  Returns:
+    Python floats: 'mse', 'psnr', 'swap_acc', 'swap_acc_std', 'swap_acc_gt',
+    'swap_acc_gt_std', 'swap_keep', 'rec_class_acc', 'num_pairs',
+    'num_pairs_gt'.
+  """
+  images_uint8 = np.asarray(images_uint8)
+  labels = np.asarray(labels)
+  if images_uint8.ndim != 4 or images_uint8.dtype != np.uint8:
+    raise ValueError('images_uint8 must be uint8 (N, H, W, C), got '
+                     f'{images_uint8.dtype} {images_uint8.shape}.')
+  n = images_uint8.shape[0]
+  if n < 2 or labels.shape != (n,):
+    raise ValueError(f'Need N >= 2 images and labels of shape (N,); got '
+                     f'{n} images and labels {labels.shape}.')
+  if value_range not in input_pipeline.VALUE_RANGES:
+    raise ValueError(f'value_range={value_range!r}; valid: '
+                     f'{", ".join(input_pipeline.VALUE_RANGES)}.')
+  if num_permutations < 1 or batch_size < 1:
+    raise ValueError(f'num_permutations={num_permutations} and batch_size='
+                     f'{batch_size} must both be >= 1.')
+  b = min(batch_size, n)
+  k0 = int(factor_dims)
+
+  def to01(x):
+    return x if value_range == '01' else (x + 1) / 2
+
+  def predict(x_hat):
+    return np.asarray(jnp.argmax(classifier_logits(to01(x_hat)), axis=-1))
+
+  def batches():
+    """(start, stop, padded float batch) over the split."""
+    for start, stop in _batch_bounds(n, b):
+      yield start, stop, input_pipeline.to_float(
+          _pad_to(images_uint8[start:stop], b), value_range)
+
+  # Pass 1: plain reconstructions. Only the factor dims are kept (N x k0), so
+  # memory does not grow with the code size; pass 2 re-encodes instead.
+  factors, pred_rec = None, np.empty((n,), np.int32)
+  mse_sum, psnr_sum = 0.0, 0.0
+  for start, stop, x in batches():
+    m = stop - start
+    code = encode(x)
+    if factors is None:
+      if code.ndim != 2 or code.shape[0] != b or not 1 <= k0 <= code.shape[1]:
+        raise ValueError(f'encode must give a (B, K) code with 1 <= '
+                         f'factor_dims <= K; got code {code.shape} and '
+                         f'factor_dims={factor_dims}.')
+      factors = np.empty((n, k0), code.dtype)
+    factors[start:stop] = np.asarray(code[:m, :k0])
+    x_hat = decode(code)
+    pred_rec[start:stop] = predict(x_hat)[:m]
+    x01, x_hat01 = to01(x[:m]), to01(x_hat[:m])
+    mse_sum += float(jnp.sum(mse_per_image(x01, x_hat01)))
+    psnr_sum += float(psnr(x01, x_hat01, 1.0)) * m
+
+  # Pass 2: every permutation's swaps, one encode per batch.
+  rng = np.random.default_rng(seed)
+  perms = [rng.permutation(n) for _ in range(num_permutations)]
+  pred_swap = np.empty((num_permutations, n), np.int32)
+  for start, stop, x in batches():
+    m = stop - start
+    code = encode(x)
+    for p, perm in enumerate(perms):
+      donor = _pad_to(factors[perm[start:stop]], b)
+      swapped = jnp.concatenate([donor, code[:, k0:]], axis=1)
+      pred_swap[p, start:stop] = predict(decode(swapped))[:m]
+
+  per_perm = [jax.device_get(_swap_scores(pred_rec, pred_swap[p], perm,
+                                          labels.astype(np.int32)))
+              for p, perm in enumerate(perms)]
+
+  def stat(name, fn=np.mean):
+    return float(fn([float(s[name]) for s in per_perm]))
+
+  return {
+      'mse': mse_sum / n,
+      'psnr': psnr_sum / n,
+      'swap_acc': stat('swap_acc'),
+      'swap_acc_std': stat('swap_acc', np.std),
+      'swap_acc_gt': stat('swap_acc_gt'),
+      'swap_acc_gt_std': stat('swap_acc_gt', np.std),
+      'swap_keep': stat('swap_keep'),
+      'rec_class_acc': stat('rec_class_acc'),
+      'num_pairs': stat('num_pairs'),
+      'num_pairs_gt': stat('num_pairs_gt'),
+  }
