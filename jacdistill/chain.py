@@ -28,6 +28,7 @@ from jacdistill import checkpoint
 from jacdistill import growth
 from jacdistill import input_pipeline
 from jacdistill import models
+from jacdistill import parallel
 from jacdistill import pictures
 from jacdistill import train
 
@@ -217,10 +218,12 @@ def _initial_variables(stage: _Stage, parent: Optional[tuple]) -> Any:
 
 
 def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
-                 total_steps, elapsed, batcher, ckpts, writer, hooks):
+                 total_steps, elapsed, batcher, ckpts, writer, hooks, mesh):
   """Runs steps [start_step, total_steps); returns (state, elapsed, last)."""
   cfg = stage.config
   teacher_model, teacher_vars = teacher if teacher else (None, None)
+  state = parallel.replicate(state, mesh)
+  teacher_vars = parallel.replicate(teacher_vars, mesh)
   step_fn = train.make_train_step(stage.model, teacher_model, stage.tx,
                                   stage.weights, cfg.train.learning_rate)
   history, last = [], {}
@@ -247,7 +250,7 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
     history = []
 
   for step in range(start_step, total_steps):
-    batch = batcher.batch(step)
+    batch = parallel.shard_batch(batcher.batch(step), mesh)
     state, metrics = step_fn(state, teacher_vars, batch, stage.rng)
     history.append(metrics)
     done = step + 1
@@ -337,6 +340,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.train.batch_size > len(train_split):
     raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
                       f'{len(train_split)} training examples')
+  mesh = parallel.data_mesh()
+  try:
+    parallel.check_batch_size(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   summary = _load_summary(workdir)
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
@@ -350,8 +358,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       teacher = first if config.growth.teacher == 'first' else parent
     variables = _initial_variables(stage, parent)
     state = train.create_train_state(variables, stage.tx)
-    batcher = input_pipeline.Batcher(train_split, config.train.batch_size,
-                                     seed=config.seed * 1000 + index)
+    batcher = input_pipeline.Batcher(
+        train_split, config.train.batch_size, seed=config.seed * 1000 + index,
+        process_index=jax.process_index(), process_count=jax.process_count())
     total = (config.train.steps_per_stage or
              config.train.epochs_per_stage * batcher.steps_per_epoch)
     ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
@@ -373,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if start < total:
         state, elapsed, last = _train_stage(stage, teacher, state, start, total,
                                             elapsed, batcher, ckpts, writer,
-                                            hooks)
+                                            hooks, mesh)
       variables = train.variables_of(state)
       fp = checkpoint.fingerprint(variables)
       entry = done.get(index)

@@ -38,11 +38,16 @@ def _output_activation(name: str) -> Callable:
   return OUTPUT_ACTIVATIONS[name]
 
 
-def _code_norm_axes(enabled: bool) -> dict:
-  if not enabled:
-    return {}
-  return {('batch_stats', 'code_norm', 'mean'): (0, ENCODER),
-          ('batch_stats', 'code_norm', 'var'): (0, ENCODER)}
+def _flat_code_axes(code_norm: bool) -> dict:
+  """Latent leaves of the flat-code models (a dense layer on each side)."""
+  axes = {('params', 'enc_out', 'kernel'): (1, ENCODER),
+          ('params', 'dec_in', 'kernel'): (0, DECODER)}
+  if code_norm:
+    axes[('batch_stats', 'code_norm', 'mean')] = (0, ENCODER)
+    axes[('batch_stats', 'code_norm', 'var')] = (0, ENCODER)
+  else:
+    axes[('params', 'enc_out', 'bias')] = (0, ENCODER)
+  return axes
 
 
 class MLPAutoencoder(nn.Module):
@@ -64,7 +69,10 @@ class MLPAutoencoder(nn.Module):
 
   def setup(self):
     self.enc = [nn.Dense(h, name=f'enc_{i}') for i, h in enumerate(self.hidden)]
-    self.enc_out = nn.Dense(self.latent_dim, name='enc_out')
+    # BatchNorm removes any bias of the code, and Adam would only walk a bias
+    # with an exactly-zero gradient on rounding noise.
+    self.enc_out = nn.Dense(self.latent_dim, use_bias=not self.code_norm,
+                            name='enc_out')
     if self.code_norm:
       self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
                                name='code_norm')
@@ -99,10 +107,7 @@ class MLPAutoencoder(nn.Module):
     return self.decode(code, train), code
 
   def latent_axes(self) -> dict:
-    return {('params', 'enc_out', 'kernel'): (1, ENCODER),
-            ('params', 'enc_out', 'bias'): (0, ENCODER),
-            ('params', 'dec_in', 'kernel'): (0, DECODER),
-            **_code_norm_axes(self.code_norm)}
+    return _flat_code_axes(self.code_norm)
 
 
 class ConvAutoencoder(nn.Module):
@@ -136,7 +141,10 @@ class ConvAutoencoder(nn.Module):
     self.enc = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
                         name=f'enc_conv_{i}') for i, ch in enumerate(self.channels)]
     self.enc_hidden = nn.Dense(self.hidden, name='enc_hidden')
-    self.enc_out = nn.Dense(self.latent_dim, name='enc_out')
+    # BatchNorm removes any bias of the code, and Adam would only walk a bias
+    # with an exactly-zero gradient on rounding noise.
+    self.enc_out = nn.Dense(self.latent_dim, use_bias=not self.code_norm,
+                            name='enc_out')
     if self.code_norm:
       self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
                                name='code_norm')
@@ -173,10 +181,7 @@ class ConvAutoencoder(nn.Module):
     return self.decode(code, train), code
 
   def latent_axes(self) -> dict:
-    return {('params', 'enc_out', 'kernel'): (1, ENCODER),
-            ('params', 'enc_out', 'bias'): (0, ENCODER),
-            ('params', 'dec_in', 'kernel'): (0, DECODER),
-            **_code_norm_axes(self.code_norm)}
+    return _flat_code_axes(self.code_norm)
 
 
 class FaderAutoencoder(nn.Module):

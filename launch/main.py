@@ -21,8 +21,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from configs import classifier as classifier_config
 from jacdistill import chain
 from jacdistill import input_pipeline
+from jacdistill import parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, with an optional :variant.', lock_config=True)
@@ -49,6 +51,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_orbax)
+  parallel.maybe_initialize_distributed()
   config = _CONFIG.value
   workdir = os.path.abspath(_WORKDIR.value or _default_workdir())
   stop = {'requested': False}
@@ -70,7 +73,7 @@ def main(argv):
                  evaluation.default_classifier_dir(config.data))
       logging.info('external classifier: %s', clf_dir)
       hooks.classifier = evaluation.load_or_train_classifier(
-          config.data, evaluation.default_classifier_config(), clf_dir)
+          config.data, classifier_config.get_config(), clf_dir)
     summary = chain.train_and_evaluate(config, workdir, hooks)
   except (chain.ConfigError, chain.NonFiniteLossError,
           input_pipeline.DatasetUnavailableError) as e:
