@@ -16,3 +16,24 @@ def get_config(variant: str = ''):
   c.data.name = 'fashion_mnist'
   c.data.source = 'idx'
   return mnist_grow.apply_variant(c, variant)
+
+
+def sweep(add):
+  """Baselines and ablations of issue #4, run by launch/sweep.py into sibling
+  workdirs (each `add(name, **overrides)` is one chain; dotted field names).
+
+  upstream: the recipe. b1_latent_only: Jacobian weight 0. b2_no_supervision:
+  every supervision weight 0 (growth init only). jac_{swap,jvp}_W: Jacobian
+  weight W in either form. no_code_norm: upstream without the code BatchNorm.
+  """
+  for seed in (0, 1, 2):
+    add(f'upstream_s{seed}', seed=seed)
+    add(f'b1_latent_only_s{seed}', seed=seed, **{'loss.jac': 0.0})
+    add(f'b2_no_supervision_s{seed}', seed=seed,
+        **{'loss.jac': 0.0, 'loss.lat': 0.0, 'loss.xcov': 0.0})
+  for form in ('swap', 'jvp'):
+    for weight in (0.1, 1.0, 10.0):
+      if (form, weight) != ('swap', 0.1):  # That is `upstream`.
+        add(f'jac_{form}_{weight:g}_s0',
+            **{'loss.jacobian': form, 'loss.jac': weight})
+  add('no_code_norm_s0', **{'model.code_norm': False})
