@@ -130,25 +130,31 @@ def _flat(d: dict, prefix: str = '') -> dict:
 def check_workdir(config, workdir: str) -> None:
   """Refuses a workdir that holds a run of a different config.
 
-  Writes `workdir/config.json` on first use. Only the fields in
-  RESUMABLE_CHANGES may differ on a later invocation.
+  Only the fields in RESUMABLE_CHANGES may differ from `workdir/config.json`.
   """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  a, b = _flat(old), _flat(json.loads(config.to_json()))
+  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                and not k.startswith(RESUMABLE_CHANGES))
+  if diff:
+    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
+    raise ConfigError(
+        f'workdir {workdir} holds a run of a different config ({shown}); '
+        'use a new --workdir, or the same config to resume')
+
+
+def _write_config(config, workdir: str) -> None:
+  """Records the run's config once every check has passed, so a refused config
+  never becomes the workdir's config."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'config.json')
-  new = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    a, b = _flat(old), _flat(new)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                  and not k.startswith(RESUMABLE_CHANGES))
-    if diff:
-      shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
-      raise ConfigError(
-          f'workdir {workdir} holds a run of a different config ({shown}); '
-          'use a new --workdir, or the same config to resume')
-  with open(path, 'w') as f:
-    json.dump(new, f, indent=2)
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json(indent=2))
+  os.replace(path + '.tmp', path)
 
 
 @dataclasses.dataclass
@@ -164,10 +170,16 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
 
 
 def _first_nonfinite(history: list[dict], first_step: int):
-  """(step, term) of the first non-finite loss term in `history`, or None."""
+  """(step, name) of the first non-finite metric in `history`, or None.
+
+  A NaN in one loss term reaches the total and the gradient norms in the same
+  step; the term is named in preference to them.
+  """
+  terms = [f.name for f in dataclasses.fields(train.LossWeights)]
+  blame = lambda name: (name not in terms, name != 'total', name)
   for offset, metrics in enumerate(jax.device_get(history)):
-    for name, value in metrics.items():
-      if not np.isfinite(value):
+    for name in sorted(metrics, key=blame):
+      if not np.isfinite(metrics[name]):
         return first_step + offset, name
   return None
 
@@ -250,7 +262,8 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
     history = []
 
   for step in range(start_step, total_steps):
-    batch = parallel.shard_batch(batcher.batch(step), mesh)
+    # Labels are not a training input; only images cross to the devices.
+    batch = parallel.shard_batch({'image': batcher.batch(step)['image']}, mesh)
     state, metrics = step_fn(state, teacher_vars, batch, stage.rng)
     history.append(metrics)
     done = step + 1
@@ -345,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     parallel.check_batch_size(config.train.batch_size, mesh)
   except ValueError as e:
     raise ConfigError(str(e)) from e
+  _write_config(config, workdir)
   summary = _load_summary(workdir)
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
