@@ -193,6 +193,8 @@ def _load_summary(workdir: str) -> dict:
 
 
 def _write_summary(workdir: str, summary: dict) -> None:
+  if jax.process_index() != 0:
+    return  # Every process has the same summary; one writes it.
   path = os.path.join(workdir, 'summary.json')
   with open(path + '.tmp', 'w') as f:
     json.dump(summary, f, indent=2)
@@ -333,8 +335,9 @@ def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
       decode(trav.reshape(-1, stage.dim)), value_range)
   trav_grid = pictures.grid(trav_images.reshape(stage.dim, steps,
                                                 *trav_images.shape[1:]))
-  pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'), rec_grid)
-  pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid)
+  if jax.process_index() == 0:
+    pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'), rec_grid)
+    pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid)
   writer.write_images(0, {'reconstructions': rec_grid[None],
                           'traversals': trav_grid[None]})
   writer.write_scalars(0, {f'test/{k}': v for k, v in out.items()})
