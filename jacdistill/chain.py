@@ -151,6 +151,8 @@ def _write_config(config, workdir: str) -> None:
   """Records the run's config once every check has passed, so a refused config
   never becomes the workdir's config."""
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() != 0:
+    return  # One writer; the others share the workdir.
   path = os.path.join(workdir, 'config.json')
   with open(path + '.tmp', 'w') as f:
     f.write(config.to_json(indent=2))
@@ -400,7 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         state, elapsed, last = _train_stage(stage, teacher, state, start, total,
                                             elapsed, batcher, ckpts, writer,
                                             hooks, mesh)
-      variables = train.variables_of(state)
+      variables = parallel.local_copy(train.variables_of(state))
       fp = checkpoint.fingerprint(variables)
       entry = done.get(index)
       if entry is None or entry.get('fingerprint') != fp:

@@ -64,3 +64,17 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
   sharding = NamedSharding(mesh, P(DATA))
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
+
+
+def local_copy(tree: Any) -> Any:
+  """Host numpy copies of replicated arrays, readable on every process.
+
+  A replicated global array spanning several processes is not fully
+  addressable, so `np.asarray` refuses it; each process's first shard is a
+  complete copy.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(one, tree)
