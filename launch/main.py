@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from configs import classifier as classifier_config
 from jacdistill import chain
+from jacdistill import checkpoint
 from jacdistill import input_pipeline
 from jacdistill import parallel
 
@@ -76,6 +77,7 @@ def main(argv):
           config.data, classifier_config.get_config(), clf_dir)
     summary = chain.train_and_evaluate(config, workdir, hooks)
   except (chain.ConfigError, chain.NonFiniteLossError,
+          checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {e}')
   except chain.Preempted as e:
