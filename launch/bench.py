@@ -1,0 +1,225 @@
+r"""Times one jitted train step, or the input pipeline, on this machine.
+
+  python launch/bench.py --case mlp_student --batch 128 --steps 200 \
+      --warmup 10 --json
+
+Cases:
+  mlp_teacher   MLPAutoencoder(2), reconstruction only (stage 0).
+  mlp_student   MLPAutoencoder(8) grown from a 7-dim teacher, full student loss
+                at upstream weights (--jacobian swap|jvp).
+  conv_student  FaderAutoencoder 64x64, nuisance 256 -> 512, SPEC B's student
+                loss and optimiser.
+  data          Fashion-MNIST (idx) through `Batcher` and `jax.device_put`,
+                against the mlp_student step it would feed: `ratio` is step
+                time / batch time and should be >= 10.
+
+Train-step cases feed one fixed random uint8 batch already on the device, so
+they measure the step, not the data. Each timed step is synchronised with
+`jax.block_until_ready`; `ms_per_step` is the median. FLOPs are XLA's own count
+for the compiled step (`cost_analysis`), so `gflop_per_s` is comparable across
+machines and flags (set XLA_FLAGS in the environment; it is echoed back).
+On a shared machine read `cpu_ms_per_step` and `load_avg_1min` beside the wall
+times: other processes' work inflates the latter.
+"""
+
+import json
+import os
+import statistics
+import time
+
+import jax
+
+# As tests/conftest.py: XLA:CPU compiles partitionable threefry draws of
+# multi-dimensional shapes (every conv kernel init) very slowly.
+jax.config.update('jax_threefry_partitionable', False)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
+from absl import flags
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jacdistill import growth
+from jacdistill import input_pipeline
+from jacdistill import models
+from jacdistill import train
+
+CASES = ('mlp_teacher', 'mlp_student', 'conv_student', 'data')
+DEFAULT_BATCH = {'mlp_teacher': 128, 'mlp_student': 128, 'conv_student': 64,
+                 'data': 128}
+
+_CASE = flags.DEFINE_enum('case', 'mlp_student', CASES, 'What to time.')
+_BATCH = flags.DEFINE_integer(
+    'batch', None, 'Batch size; default 128, or 64 for conv_student.')
+_STEPS = flags.DEFINE_integer('steps', 100, 'Timed steps (or batches).')
+_WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed steps after compiling.')
+_JACOBIAN = flags.DEFINE_enum('jacobian', 'swap', train.JACOBIAN_FORMS,
+                              'Form of the Jacobian loss of student cases.')
+_IDX_DIR = flags.DEFINE_string('idx_dir', input_pipeline.DEFAULT_IDX_DIR,
+                               'Fashion-MNIST idx files, for --case data.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Initialisation and data seed.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object.')
+
+
+def _init(model, seed):
+  return jax.jit(model.init)(jax.random.key(seed), models.example_input(model))
+
+
+def build_case(case, batch_size, jacobian, seed):
+  """Returns (step, variables, tx, teacher_vars, batch) of a train-step case.
+
+  The variables are random (the step's cost does not depend on training);
+  students are grown from their teacher as a real stage would be.
+  """
+  rng = np.random.default_rng(seed)
+  if case == 'conv_student':
+    teacher = models.FaderAutoencoder(image_size=64, num_attributes=40,
+                                      nuisance=256)
+    model = models.FaderAutoencoder(image_size=64, num_attributes=40,
+                                    nuisance=512)
+    tx = train.make_optimizer(2e-4, b1=0.5, clip_norm=10)
+    weights = train.LossWeights(rec=100, xcov=0.01, jac=50, lat=1,
+                                jacobian=jacobian)
+    shape = (batch_size, 64, 64, 3)
+  else:
+    tx = train.make_optimizer(3e-4, weight_decay=1e-6)
+    shape = (batch_size, 28, 28, 1)
+    if case == 'mlp_teacher':
+      teacher, model = None, models.MLPAutoencoder(latent_dim=2)
+      weights = train.LossWeights(rec=1)
+    else:
+      teacher, model = models.MLPAutoencoder(7), models.MLPAutoencoder(8)
+      weights = train.LossWeights(rec=1, lat=0.25, jac=0.1, xcov=1e-3,
+                                  jacobian=jacobian)
+  if teacher is None:
+    teacher_vars, variables = None, _init(model, seed)
+  else:
+    teacher_vars = _init(teacher, seed)
+    variables = growth.grow(teacher_vars, model, jax.random.key(seed + 1))
+  images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+  batch = {'image': jax.device_put(images)}
+  step = train.make_train_step(model, teacher, tx, weights)
+  return step, variables, tx, teacher_vars, batch
+
+
+def _flops(compiled):
+  cost = compiled.cost_analysis()  # A dict in jax >= 0.6; None if unsupported.
+  return float(cost.get('flops', np.nan)) if cost else np.nan
+
+
+def _stats(times_s):
+  ms = sorted(1e3 * t for t in times_s)
+  return {'ms_median': statistics.median(ms), 'ms_min': ms[0],
+          'ms_p90': ms[min(len(ms) - 1, int(0.9 * len(ms)))]}
+
+
+def time_step(step, variables, tx, teacher_vars, batch, steps, warmup, seed):
+  """Compiles `step` once and times `steps` synchronised calls of it."""
+  # The step donates its state: build a fresh one and thread the returned one.
+  state = train.create_train_state(jax.tree.map(jnp.array, variables), tx)
+  rng = jax.random.key(seed)
+  start = time.perf_counter()
+  lowered = step.lower(state, teacher_vars, batch, rng)
+  lowered_at = time.perf_counter()
+  compiled = lowered.compile()
+  compiled_at = time.perf_counter()
+  times, cpu_times = [], []
+  for i in range(warmup + steps):
+    start_step, start_cpu = time.perf_counter(), time.process_time()
+    state, metrics = compiled(state, teacher_vars, batch, rng)
+    jax.block_until_ready((state, metrics))
+    if i >= warmup:
+      times.append(time.perf_counter() - start_step)
+      cpu_times.append(time.process_time() - start_cpu)
+  stats = _stats(times)
+  gflop = _flops(compiled) / 1e9
+  return {
+      'ms_per_step': stats['ms_median'],
+      'ms_min': stats['ms_min'],
+      'ms_p90': stats['ms_p90'],
+      # CPU time of all this process's threads. It grows much less than the
+      # wall time when other processes compete for the cores: on a shared
+      # machine compare it, not the wall time, across runs.
+      'cpu_ms_per_step': _stats(cpu_times)['ms_median'],
+      'images_per_s': batch['image'].shape[0] / (stats['ms_median'] / 1e3),
+      'lower_s': lowered_at - start,
+      'compile_s': compiled_at - start,
+      'gflop_per_step': gflop,
+      'gflop_per_s': gflop / (stats['ms_median'] / 1e3),
+      'final_loss': float(metrics['total']),
+  }
+
+
+def time_data(batch_size, steps, warmup, seed, idx_dir):
+  """Times `Batcher.batch` plus `jax.device_put` of Fashion-MNIST train."""
+  config = ml_collections.ConfigDict(
+      {'name': 'fashion_mnist', 'source': 'idx', 'idx_dir': idx_dir})
+  start = time.perf_counter()
+  split = input_pipeline.load_split(config, 'train')
+  load_s = time.perf_counter() - start
+  batcher = input_pipeline.Batcher(split, batch_size, seed)
+  host, total = [], []
+  for s in range(warmup + steps):
+    start = time.perf_counter()
+    batch = batcher.batch(s)
+    gathered = time.perf_counter()
+    jax.block_until_ready(jax.device_put(batch))
+    if s >= warmup:
+      host.append(gathered - start)
+      total.append(time.perf_counter() - start)
+  ms = _stats(total)['ms_median']
+  return {
+      'ms_per_batch': ms,
+      'ms_per_batch_host': _stats(host)['ms_median'],
+      'batches_per_s': 1e3 / ms,
+      'images_per_s': batch_size * 1e3 / ms,
+      'load_s': load_s,
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  case = _CASE.value
+  batch_size = DEFAULT_BATCH[case] if _BATCH.value is None else _BATCH.value
+  if batch_size < 1 or _STEPS.value < 1 or _WARMUP.value < 0:
+    raise app.UsageError(f'need --batch >= 1, --steps >= 1 and --warmup >= 0; '
+                         f'got {batch_size}, {_STEPS.value}, {_WARMUP.value}')
+  device = jax.devices()[0]
+  result = {'case': case, 'batch': batch_size, 'steps': _STEPS.value,
+            'warmup': _WARMUP.value, 'jacobian': _JACOBIAN.value,
+            'device': f'{device.platform}:{device.device_kind}',
+            'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
+            'jax_version': jax.__version__,
+            'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  if case == 'data':
+    result.update(time_data(batch_size, _STEPS.value, _WARMUP.value,
+                            _SEED.value, _IDX_DIR.value))
+    parts = build_case('mlp_student', batch_size, _JACOBIAN.value, _SEED.value)
+    train_result = time_step(*parts, _STEPS.value, _WARMUP.value, _SEED.value)
+    result['train_ms_per_step'] = train_result['ms_per_step']
+    result['ratio'] = train_result['ms_per_step'] / result['ms_per_batch']
+  else:
+    parts = build_case(case, batch_size, _JACOBIAN.value, _SEED.value)
+    result.update(time_step(*parts, _STEPS.value, _WARMUP.value, _SEED.value))
+  # Other processes on the cores inflate every wall time: say how busy they were.
+  result['load_avg_1min'] = os.getloadavg()[0]
+  if _JSON.value:
+    print(json.dumps(result))
+  elif case == 'data':
+    print(f'data batch={batch_size}: {result["ms_per_batch"]:.3f} ms/batch '
+          f'({result["images_per_s"]:.0f} images/s); mlp_student step '
+          f'{result["train_ms_per_step"]:.2f} ms; ratio {result["ratio"]:.1f} '
+          f'[{result["device"]}, jax {result["jax_version"]}]')
+  else:
+    print(f'{case} batch={batch_size}: {result["ms_per_step"]:.2f} ms/step, '
+          f'{result["images_per_s"]:.0f} images/s, '
+          f'{result["gflop_per_step"]:.3f} GFLOP/step, '
+          f'{result["gflop_per_s"]:.1f} GFLOP/s, compile '
+          f'{result["compile_s"]:.2f} s [{result["device"]}, '
+          f'jax {result["jax_version"]}]')
+
+
+if __name__ == '__main__':
+  app.run(main)
