@@ -234,8 +234,13 @@ def _initial_variables(stage: _Stage, parent: Optional[tuple]) -> Any:
 
 
 def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
-                 total_steps, elapsed, batcher, ckpts, writer, hooks, mesh):
-  """Runs steps [start_step, total_steps); returns (state, elapsed, last)."""
+                 total_steps, elapsed, batcher, ckpts, writer, hooks, mesh,
+                 inputs=('image',)):
+  """Runs steps [start_step, total_steps); returns (state, elapsed, last).
+
+  `inputs` are the batch fields sent to the devices (the attribute chain adds
+  'attributes').
+  """
   cfg = stage.config
   teacher_model, teacher_vars = teacher if teacher else (None, None)
   state = parallel.replicate(state, mesh)
@@ -266,8 +271,9 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
     history = []
 
   for step in range(start_step, total_steps):
-    # Labels are not a training input; only images cross to the devices.
-    batch = parallel.shard_batch({'image': batcher.batch(step)['image']}, mesh)
+    # Labels are not a training input; only `inputs` cross to the devices.
+    host = batcher.batch(step)
+    batch = parallel.shard_batch({k: host[k] for k in inputs}, mesh)
     state, metrics = step_fn(state, teacher_vars, batch, stage.rng)
     history.append(metrics)
     done = step + 1

@@ -1,7 +1,11 @@
-"""Runs a jacdistill growth chain.
+"""Runs a jacdistill chain: progressive growth, or the attribute chain.
 
   python launch/main.py --config=configs/fashion_grow.py:quick --workdir=workdirs/fashion_quick
   python launch/main.py --config=configs/svhn_grow.py --config.growth.end_dim=8
+  python launch/main.py --config=configs/fashion_attr.py:quick --workdir=workdirs/fashion_attr_quick
+
+A config with a `stage_order` field is an attribute chain (SPEC.md part B,
+jacdistill/attr_chain.py); any other is a growth chain (jacdistill/chain.py).
 
 Re-running the same command resumes where the last run stopped.
 """
@@ -22,6 +26,7 @@ import jax
 from ml_collections import config_flags
 
 from configs import classifier as classifier_config
+from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import input_pipeline
@@ -63,8 +68,9 @@ def main(argv):
     stop['requested'] = True
 
   signal.signal(signal.SIGTERM, on_sigterm)
-  logging.info('workdir %s: summary.json, config.json, stage_XX/{checkpoints,'
-               'reconstructions.png,traversals.png,events} (tensorboard '
+  runner = attr_chain if 'stage_order' in config else chain
+  logging.info('workdir %s: summary.json, config.json and per stage '
+               'checkpoints/, PNG grids and TensorBoard events (tensorboard '
                '--logdir %s)', workdir, workdir)
   hooks = chain.Hooks(should_stop=lambda: stop['requested'])
   try:
@@ -75,7 +81,7 @@ def main(argv):
       logging.info('external classifier: %s', clf_dir)
       hooks.classifier = evaluation.load_or_train_classifier(
           config.data, classifier_config.get_config(), clf_dir)
-    summary = chain.train_and_evaluate(config, workdir, hooks)
+    summary = runner.train_and_evaluate(config, workdir, hooks)
   except (chain.ConfigError, chain.NonFiniteLossError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
@@ -83,8 +89,11 @@ def main(argv):
   except chain.Preempted as e:
     sys.exit(f'preempted: {e}')
   for s in summary['stages']:
-    logging.info('stage %d  k=%-3d  test MSE %.5f  PSNR %.2f', s['stage'],
-                 s['latent_dim'], s['test_mse'], s['test_psnr'])
+    logging.info('stage %-12s code %-5d test MSE %.5f  PSNR %.2f%s',
+                 s.get('name', s.get('stage')),
+                 s.get('code_size', s.get('latent_dim')), s['test_mse'],
+                 s['test_psnr'], ''.join(f'  {k} {s[k]:.3f}' for k in (
+                     'swap_acc', 'flip_acc') if k in s))
   logging.info('summary: %s', os.path.join(workdir, 'summary.json'))
 
 

@@ -1,0 +1,323 @@
+"""The attribute chain (SPEC.md part B): a Fader teacher, then students.
+
+`train_and_evaluate(config, workdir, hooks)` runs (or resumes) the stages of
+`config.stage_order` (see configs/fashion_attr.py). Each stage is a
+`FaderAutoencoder` with its own nuisance size; it starts from a fresh
+initialisation or from an earlier stage by `growth.grow` (`init`), and may be
+supervised by another earlier, frozen stage (`teacher`). Stage `name` writes
+under `workdir/name/`: orbax checkpoints, TensorBoard events and `edits.png`
+(rows: test images; columns: input, reconstruction, then each attribute set
+to +strength); `workdir/summary.json` gets a record per finished stage with
+test PSNR and flip accuracy (`attributes.flip_accuracy`).
+
+Resume, data order, keys and the training loop are the growth chain's
+(`chain._train_stage`, `checkpoint.Checkpoints`): a finished stage is never
+retrained, an interrupted one continues from its checkpoint.
+"""
+
+import json
+import os
+from typing import Optional
+
+from absl import logging
+from clu import metric_writers
+import jax
+import ml_collections
+import numpy as np
+
+from jacdistill import attributes
+from jacdistill import chain
+from jacdistill import checkpoint
+from jacdistill import evaluation
+from jacdistill import growth
+from jacdistill import input_pipeline
+from jacdistill import models
+from jacdistill import parallel
+from jacdistill import pictures
+from jacdistill import train
+
+ConfigError = chain.ConfigError
+Hooks = chain.Hooks
+VALUE_RANGE = '-11'  # The Fader decoder ends in tanh.
+
+
+def validate(config) -> list[str]:
+  """Raises ConfigError for anything a run would trip over; returns the order."""
+  order = list(config.stage_order)
+  if not order:
+    raise ConfigError('stage_order is empty; name at least one stage')
+  missing = [n for n in order if n not in config.stages]
+  if missing:
+    raise ConfigError(f'stage_order names {missing}, which are not in '
+                      f'config.stages ({sorted(config.stages.keys())})')
+  if len(set(order)) != len(order):
+    raise ConfigError(f'stage_order={order} repeats a stage')
+  if len(config.data.attributes) != config.model.num_attributes:
+    raise ConfigError(f'data.attributes names {len(config.data.attributes)} '
+                      f'attributes but model.num_attributes='
+                      f'{config.model.num_attributes}')
+  if config.data.name not in input_pipeline.IN_MEMORY_DATASETS:
+    raise ConfigError(f'data.name={config.data.name!r} is not one of '
+                      f'{input_pipeline.IN_MEMORY_DATASETS}')
+  for i, name in enumerate(order):
+    stage = config.stages[name]
+    for field in ('init', 'teacher'):
+      ref = stage[field]
+      if ref and ref not in order[:i]:
+        raise ConfigError(f'stages.{name}.{field}={ref!r} must name an earlier '
+                          f'stage of stage_order ({order[:i]}) or be empty')
+    if stage.nuisance < 1:
+      raise ConfigError(f'stages.{name}.nuisance={stage.nuisance} must be >= 1')
+    if stage.init and stage.nuisance < config.stages[stage.init].nuisance:
+      raise ConfigError(f'stages.{name}.nuisance={stage.nuisance} is smaller '
+                        f'than that of its init stage {stage.init!r}; growth '
+                        'only lengthens the code')
+    weights = _weights(config, name)
+    if (weights.jac > 0 or weights.lat > 0) and not stage.teacher:
+      raise ConfigError(f'stages.{name} has loss.jac or loss.lat > 0 but no '
+                        f'teacher; set stages.{name}.teacher or zero them')
+  if config.train.batch_size < 1:
+    raise ConfigError(f'train.batch_size={config.train.batch_size} must be >= 1')
+  if not config.train.learning_rate > 0:
+    raise ConfigError(f'train.learning_rate={config.train.learning_rate} '
+                      'must be > 0')
+  return order
+
+
+def _weights(config, name: str) -> train.LossWeights:
+  try:
+    return train.LossWeights.from_config(config.stages[name].loss)
+  except ValueError as e:
+    raise ConfigError(f'stages.{name}.loss: {e}') from e
+
+
+def build_model(config, nuisance: int) -> models.FaderAutoencoder:
+  m = config.model
+  return models.FaderAutoencoder(
+      image_size=config.data.image_size, num_attributes=m.num_attributes,
+      nuisance=nuisance, init_channels=m.init_channels,
+      max_channels=m.max_channels, image_channels=m.image_channels)
+
+
+class _Stage:
+  """What `chain._train_stage` reads of a stage, for one named Fader stage."""
+
+  def __init__(self, config, workdir, index, name):
+    self.config = config
+    self.index = index
+    self.name = name
+    self.spec = config.stages[name]
+    self.dir = os.path.join(workdir, name)
+    self.model = build_model(config, self.spec.nuisance)
+    self.dim = self.model.code_size
+    self.weights = _weights(config, name)
+    self.tx = train.make_optimizer(
+        config.train.learning_rate, config.train.weight_decay,
+        config.train.b1, config.train.b2, config.train.clip_norm)
+    self.rng = jax.random.fold_in(jax.random.key(config.seed), index)
+
+
+class _AttributeBatcher:
+  """A Batcher whose batches also carry the labels as +-1 attribute vectors."""
+
+  def __init__(self, batcher: input_pipeline.Batcher, num_attributes: int):
+    self._batcher = batcher
+    self._num_attributes = num_attributes
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self._batcher.steps_per_epoch
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    b = self._batcher.batch(step)
+    return dict(b, attributes=input_pipeline.one_hot_attributes(
+        b['label'], self._num_attributes))
+
+
+def load_split(config, split: str) -> input_pipeline.Split:
+  """The split with images resized (padded) to the model's size."""
+  s = input_pipeline.load_split(config.data, split)
+  images = input_pipeline.resize(s.images, config.data.image_size)
+  if images.shape[-1] != config.model.image_channels:
+    raise ConfigError(f'model.image_channels={config.model.image_channels} but '
+                      f'{config.data.name} has {images.shape[-1]} channels')
+  if s.labels.max(initial=0) >= config.model.num_attributes:
+    raise ConfigError(f'model.num_attributes={config.model.num_attributes} is '
+                      f'fewer than the {config.data.name} classes')
+  return input_pipeline.Split(images=images, labels=s.labels)
+
+
+def _initial_variables(stage: _Stage, parent: Optional[tuple]):
+  if parent is None:
+    return jax.jit(stage.model.init)(jax.random.fold_in(stage.rng, 0),
+                                     models.example_input(stage.model))
+  return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1))
+
+
+def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
+                    writer, hooks) -> dict:
+  """Test PSNR, flip accuracy and the edit grid of a finished stage."""
+  cfg = stage.config
+  a = cfg.model.num_attributes
+  model = stage.model
+  eval_fn = train.make_eval_step(model)
+  decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
+  codes, psnrs, mses = [], [], []
+  for i in range(0, len(test), cfg.eval.batch_size):
+    images = test.images[i:i + cfg.eval.batch_size]
+    x_hat, code, mse = eval_fn(variables, images)
+    codes.append(np.asarray(code))
+    mses.append(np.asarray(mse) / 4.0)  # In [0, 1] pixel units.
+    psnrs.append(len(images) * float(attributes.psnr(
+        train.to_float(images, VALUE_RANGE), x_hat, 2.0)))
+  codes = np.concatenate(codes)
+  out = {'test_mse': float(np.concatenate(mses).mean()),
+         'test_psnr': sum(psnrs) / len(test)}
+  strength = cfg.eval.flip_strength
+  if hooks.classifier is not None:
+    n = cfg.eval.flip_examples or len(test)
+    # The classifier sees the unpadded size it was trained on.
+    predict = attributes.class_predictor(
+        hooks.classifier.logits, VALUE_RANGE,
+        image_size=evaluation.IMAGE_SHAPES[cfg.data.name][0])
+    out.update(attributes.flip_accuracy(
+        decode, predict, codes[:n], a, strength=strength, one_hot=True,
+        batch_size=cfg.eval.batch_size))
+
+  m = min(cfg.eval.num_images, len(test))
+  columns = [train.to_float(test.images[:m], VALUE_RANGE), decode(codes[:m])]
+  columns += [decode(attributes.edit_codes(codes[:m], a, j, strength,
+                                           one_hot=True)) for j in range(a)]
+  grid = pictures.grid(np.stack([pictures.to_unit(c, VALUE_RANGE)
+                                 for c in columns], axis=1))
+  if jax.process_index() == 0:
+    pictures.save_png(os.path.join(stage.dir, 'edits.png'), grid)
+  writer.write_images(0, {'edits': grid[None]})
+  writer.write_scalars(0, {f'test/{k}': v for k, v in out.items()
+                           if np.isscalar(v)})
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       hooks: Optional[Hooks] = None) -> dict:
+  """Runs or resumes every stage of `config.stage_order`; returns the summary."""
+  hooks = hooks or Hooks()
+  order = validate(config)
+  chain.check_workdir(config, workdir)
+  train_split = load_split(config, 'train')
+  test_split = load_split(config, 'test')
+  if config.train.batch_size > len(train_split):
+    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
+                      f'{len(train_split)} training examples')
+  mesh = parallel.data_mesh()
+  try:
+    parallel.check_batch_size(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  chain._write_config(config, workdir)  # pylint: disable=protected-access
+  summary = chain._load_summary(workdir)  # pylint: disable=protected-access
+  summary['config'] = json.loads(config.to_json())
+  if hooks.classifier is not None:
+    summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
+  done = {s['name']: s for s in summary['stages']}
+  finished = {}  # name -> (model, variables)
+  for index, name in enumerate(order):
+    stage = _Stage(config, workdir, index, name)
+    spec = stage.spec
+    teacher = finished[spec.teacher] if spec.teacher else None
+    variables = _initial_variables(stage, finished.get(spec.init))
+    state = train.create_train_state(variables, stage.tx)
+    batcher = _AttributeBatcher(input_pipeline.Batcher(
+        train_split, config.train.batch_size, seed=config.seed * 1000 + index,
+        process_index=jax.process_index(), process_count=jax.process_count()),
+                                config.model.num_attributes)
+    total = (config.train.steps_per_stage or
+             config.train.epochs_per_stage * batcher.steps_per_epoch)
+    ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
+                                   max_to_keep=config.checkpoint.keep)
+    restored = ckpts.restore_latest(state)
+    start, elapsed = 0, 0.0
+    if restored:
+      state, rec, start = restored
+      elapsed = rec.get('wall_time_s', 0.0)
+      logging.info('stage %s: resuming at step %d/%d from %s', name, start,
+                   total, ckpts.directory)
+    else:
+      logging.info('stage %s (code %d): starting, %d steps, outputs in %s',
+                   name, stage.dim, total, stage.dir)
+    writer = metric_writers.create_default_writer(
+        stage.dir, just_logging=jax.process_index() > 0)
+    try:
+      last = {}
+      if start < total:
+        # pylint: disable-next=protected-access
+        state, elapsed, last = chain._train_stage(
+            stage, teacher, state, start, total, elapsed, batcher, ckpts,
+            writer, hooks, mesh, inputs=('image', 'attributes'))
+      variables = parallel.local_copy(train.variables_of(state))
+      fp = checkpoint.fingerprint(variables)
+      entry = done.get(name)
+      if entry is None or entry.get('fingerprint') != fp:
+        entry = {'stage': index, 'name': name, 'nuisance': spec.nuisance,
+                 'code_size': stage.dim, 'init': spec.init or None,
+                 'teacher': spec.teacher or None, 'steps': total,
+                 'wall_time_s': round(elapsed, 2), 'train_losses': last,
+                 'fingerprint': fp}
+        entry.update(_evaluate_stage(stage, variables, test_split, writer,
+                                     hooks))
+        done[name] = entry
+        summary['stages'] = [done[n] for n in order if n in done]
+        chain._write_summary(workdir, summary)  # pylint: disable=protected-access
+        logging.info('stage %s done: test PSNR %.2f dB%s', name,
+                     entry['test_psnr'], f", flip acc {entry['flip_acc']:.3f}"
+                     if 'flip_acc' in entry else '')
+      else:
+        logging.info('stage %s already complete; not retrained', name)
+    finally:
+      writer.flush()
+      writer.close()
+      ckpts.close()
+    finished[name] = (stage.model, variables)
+  return summary
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config of the attribute-chain run in `workdir` (ConfigError if none)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'{workdir} has no config.json; pass the --workdir of '
+                      'a launch/main.py run')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if 'stages' not in config or 'stage_order' not in config:
+    raise ConfigError(f'{workdir} holds a run of another kind (no stages); '
+                      'pass the --workdir of a launch/main.py run')
+  return config
+
+
+def load_stage(workdir: str, name: str):
+  """The config, model and latest variables of a stage of `workdir`.
+
+  Raises:
+    ConfigError: `workdir` holds no attribute-chain run, or no stage `name`.
+    checkpoint.CheckpointError: the stage's checkpoints do not fit or cannot
+      be read.
+  """
+  config = read_config(workdir)
+  if name not in config.stage_order:
+    raise ConfigError(f'stage {name!r} is not in {workdir}; its stages are '
+                      f'{list(config.stage_order)}')
+  stage = _Stage(config, workdir, list(config.stage_order).index(name), name)
+  like = train.create_train_state(_initial_variables(stage, None), stage.tx)
+  directory = os.path.join(stage.dir, 'checkpoints')
+  restored = None
+  if os.path.isdir(directory):
+    ckpts = checkpoint.Checkpoints(directory)
+    try:
+      restored = ckpts.restore_latest(like)
+    finally:
+      ckpts.close()
+  if restored is None:
+    raise ConfigError(f'stage {name!r} of {workdir} has no checkpoint yet; '
+                      'run launch/main.py on it first')
+  return config, stage.model, train.variables_of(restored[0])

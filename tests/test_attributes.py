@@ -1,0 +1,173 @@
+"""Flip accuracy on hand-built decoders, and a smoke run of the attribute chain.
+
+The celeb_a pipeline under tfds mock data is tested in test_input_pipeline.py.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import fashion_attr
+from jacdistill import attr_chain
+from jacdistill import attributes
+from jacdistill import evaluation
+from jacdistill import input_pipeline
+
+A = 4
+
+
+def _one_hot_codes(labels, rest=3):
+  """Codes [y ; z]: y one-hot +-1 of `labels`, z arbitrary."""
+  y = input_pipeline.one_hot_attributes(np.asarray(labels), A)
+  z = np.arange(len(labels) * rest, dtype=np.float32).reshape(-1, rest)
+  return np.concatenate([y, z], axis=1)
+
+
+def _identity(codes):
+  return np.asarray(codes)  # The "image" is the code itself.
+
+
+def _threshold(images):
+  return np.asarray(images)[:, :A] > 0  # Attribute present iff its score > 0.
+
+
+def _argmax(images):
+  cls = np.argmax(np.asarray(images)[:, :A], axis=1)
+  return cls[:, None] == np.arange(A)
+
+
+def test_edit_codes_sets_one_score_and_keeps_one_hot():
+  codes = _one_hot_codes([2, 0])
+  plain = attributes.edit_codes(codes, A, 1, 1.5)
+  np.testing.assert_array_equal(plain[:, 1], [1.5, 1.5])
+  np.testing.assert_array_equal(plain[:, [0, 2, 3, 4, 5, 6]],
+                                codes[:, [0, 2, 3, 4, 5, 6]])
+  hot = attributes.edit_codes(codes, A, 1, 1.5, one_hot=True)
+  np.testing.assert_array_equal(hot[:, :A], [[-1, 1.5, -1.5, -1],
+                                             [-1.5, 1.5, -1, -1]])
+  np.testing.assert_array_equal(hot[:, A:], codes[:, A:])
+  off = attributes.edit_codes(codes, A, 2, -1.0, one_hot=True)
+  np.testing.assert_array_equal(off[:, :A], [[-1, -1, -1, -1], [1, -1, -1, -1]])
+  with pytest.raises(ValueError, match='attribute=4'):
+    attributes.edit_codes(codes, A, 4, 1.0)
+
+
+def test_flip_accuracy_is_one_when_the_decoder_obeys_the_scores():
+  codes = _one_hot_codes([0, 1, 2, 3, 1])
+  out = attributes.flip_accuracy(_identity, _threshold, codes, A, batch_size=2)
+  assert out == {'flip_acc_pos': [1.0] * A, 'flip_acc_neg': [1.0] * A,
+                 'flip_acc': 1.0}
+
+
+def test_flip_accuracy_is_zero_or_one_when_the_decoder_ignores_the_scores():
+  codes = _one_hot_codes([0, 1, 2, 3])
+  always_2 = lambda c: np.tile(np.array([[-1, -1, 1, -1]], np.float32),
+                               (len(c), 1))
+  out = attributes.flip_accuracy(always_2, _argmax, codes, A, one_hot=True)
+  assert out['flip_acc_pos'] == [0.0, 0.0, 1.0, 0.0]
+  assert out['flip_acc_neg'] == [1.0, 1.0, 0.0, 1.0]
+  assert out['flip_acc'] == 0.5
+
+
+def test_one_hot_protocol_turns_the_previous_class_off():
+  # Without turning the active class off, a +1 edit ties with it and argmax
+  # takes the lower index: class 3 never wins against an active class 0.
+  codes = _one_hot_codes([0, 0])
+  hot = attributes.flip_accuracy(_identity, _argmax, codes, A, one_hot=True)
+  plain = attributes.flip_accuracy(_identity, _argmax, codes, A)
+  assert hot['flip_acc_pos'] == [1.0] * A
+  assert plain['flip_acc_pos'] == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_class_predictor_crops_and_rescales():
+  seen = {}
+
+  def logits(x01):
+    seen['x'] = np.asarray(x01)
+    return jnp.tile(jnp.arange(3.0)[None], (x01.shape[0], 1))
+
+  predict = attributes.class_predictor(logits, '-11', image_size=2)
+  images = -np.ones((1, 4, 4, 1), np.float32)
+  images[0, 1:3, 1:3] = 1.0
+  np.testing.assert_array_equal(predict(images), [[False, False, True]])
+  np.testing.assert_array_equal(seen['x'], np.ones((1, 2, 2, 1)))
+
+
+def test_psnr_is_evaluations():
+  assert attributes.psnr is evaluation.psnr
+
+
+HAVE_DATA = os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
+                                        'train-images-idx3-ubyte.gz'))
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  if not HAVE_DATA:
+    pytest.skip('needs apt-get install dataset-fashion-mnist')
+  config = fashion_attr.get_config('smoke')
+  config.stage_order = ('teacher', 'student32')
+  # An untrained classifier: the test checks the plumbing, not the scores.
+  clf = evaluation.Classifier(num_classes=10, widths=(4,), hidden=8)
+  variables = clf.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
+                       train=False)
+  hooks = attr_chain.Hooks(classifier=evaluation.ClassifierHandle(
+      clf, variables, 0.0))
+  workdir = str(tmp_path_factory.mktemp('smoke'))
+  summary = attr_chain.train_and_evaluate(config, workdir, hooks)
+  return config, workdir, hooks, summary
+
+
+def test_smoke_chain_teacher_and_one_student(smoke_run):
+  config, workdir, hooks, summary = smoke_run
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    on_disk = json.load(f)
+  assert [s['name'] for s in on_disk['stages']] == ['teacher', 'student32']
+  teacher, student = on_disk['stages']
+  assert student['teacher'] == 'teacher' and student['init'] == 'teacher'
+  assert student['code_size'] == 10 + 4 * 4
+  for s in on_disk['stages']:
+    assert {'test_psnr', 'test_mse', 'flip_acc', 'flip_acc_pos',
+            'flip_acc_neg', 'fingerprint', 'train_losses'} <= set(s)
+    assert len(s['flip_acc_pos']) == len(s['flip_acc_neg']) == 10
+    assert 0.0 <= s['flip_acc'] <= 1.0 and np.isfinite(s['test_psnr'])
+    assert os.path.exists(os.path.join(workdir, s['name'], 'edits.png'))
+  assert 'attr' in teacher['train_losses'] and 'jac' in student['train_losses']
+  # A second run finds every stage done and retrains nothing.
+  again = attr_chain.train_and_evaluate(config, workdir, hooks)
+  assert ([s['fingerprint'] for s in again['stages']] ==
+          [s['fingerprint'] for s in summary['stages']])
+
+
+def test_config_errors_name_the_field():
+  config = fashion_attr.get_config('smoke')
+  config.stages.student32.init = 'student64'
+  with pytest.raises(attr_chain.ConfigError, match='stages.student32.init'):
+    attr_chain.validate(config)
+
+
+def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path):
+  from launch import manipulate  # pylint: disable=g-import-not-at-top
+  _, workdir, _, _ = smoke_run
+  path = str(tmp_path / 'in.png')
+  rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
+  Image.fromarray(rgb).save(path)
+  grid = manipulate.manipulate(workdir, 'student32', [path],
+                               ['sandal=1.5', 'bag=-1'])
+  # Columns: input, reconstruction, two single edits, both together.
+  assert grid.shape == (1 * 33 + 1, 5 * 33 + 1, 3)
+  tiles = [grid[1:33, 1 + 33 * j:33 * (j + 1)] for j in range(5)]
+  for edited in tiles[2:]:
+    assert np.abs(edited.astype(int) - tiles[1]).max() > 0
+  with pytest.raises(manipulate.ManipulateError, match="unknown attribute 'x'"):
+    manipulate.manipulate(workdir, 'teacher', [path], ['x=1'])
+  with pytest.raises(manipulate.ManipulateError, match='cannot read image'):
+    manipulate.manipulate(workdir, 'teacher', [workdir + '/config.json'], [])
+  with pytest.raises(attr_chain.ConfigError, match='another kind'):
+    json.dump({'seed': 0}, open(tmp_path / 'config.json', 'w'))
+    manipulate.manipulate(str(tmp_path), 'teacher', [path], [])
