@@ -47,4 +47,4 @@ def sweep(add):
   main_variants(2)
   jac('jvp', 0.1)  # ('swap', 0.1) is `upstream`.
   jac('jvp', 10.0)
-  add('no_code_norm_s0', **{'model.code_norm': False})
+  add('no_code_norm_s0', **{'model.code_norm': False, 'growth.end_dim': 5})
