@@ -300,3 +300,22 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   clf.hidden = 64
   with pytest.raises(ValueError, match='another directory'):
     evaluation.load_or_train_classifier(data, clf, directory)
+
+
+@pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)),
+                                        ('svhn_cropped', (32, 32, 3))])
+def test_classifier_trains_through_tfds_on_mock_data(name, shape, tmp_path):
+  """The MNIST and SVHN classifiers' code path (tfds, channels, caching);
+  their accuracy targets need the real data on a machine that has it."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict(dict(
+      name=name, source='tfds', idx_dir='', tfds_data_dir=None, limit=0))
+  clf = classifier_config.get_config()
+  clf.epochs = 1
+  clf.batch_size = 16
+  with tfds.testing.mock_data(num_examples=64):
+    handle = evaluation.load_or_train_classifier(data, clf, str(tmp_path))
+  assert 0.0 <= handle.test_accuracy <= 1.0
+  assert handle.num_classes == 10
+  logits = handle.logits(np.zeros((2, *shape), np.float32))
+  assert logits.shape == (2, 10)
