@@ -233,18 +233,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                 config.model.num_attributes)
     total = (config.train.steps_per_stage or
              config.train.epochs_per_stage * batcher.steps_per_epoch)
-    ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
-                                   max_to_keep=config.checkpoint.keep)
-    restored = ckpts.restore_latest(state)
-    start, elapsed = 0, 0.0
-    if restored:
-      state, rec, start = restored
-      elapsed = rec.get('wall_time_s', 0.0)
-      logging.info('stage %s: resuming at step %d/%d from %s', name, start,
-                   total, ckpts.directory)
-    else:
-      logging.info('stage %s (code %d): starting, %d steps, outputs in %s',
-                   name, stage.dim, total, stage.dir)
+    ckpts, state, start, elapsed = chain.open_stage(
+        stage.dir, state, config.checkpoint.keep, total,
+        f'stage {name} (code {stage.dim})')
     writer = metric_writers.create_default_writer(
         stage.dir, just_logging=jax.process_index() > 0)
     try:

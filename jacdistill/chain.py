@@ -233,6 +233,22 @@ def _initial_variables(stage: _Stage, parent: Optional[tuple]) -> Any:
                      init=stage.config.growth.init)
 
 
+def open_stage(stage_dir: str, state, keep: int, total: int, label: str):
+  """The stage's checkpoints and where it stands: its newest readable
+  checkpoint, or `state` at step 0. Returns (ckpts, state, start, elapsed)."""
+  ckpts = checkpoint.Checkpoints(os.path.join(stage_dir, 'checkpoints'),
+                                 max_to_keep=keep)
+  restored = ckpts.restore_latest(state)
+  if not restored:
+    logging.info('%s: starting, %d steps, outputs in %s', label, total,
+                 stage_dir)
+    return ckpts, state, 0, 0.0
+  state, record, start = restored
+  logging.info('%s: resuming at step %d/%d from %s', label, start, total,
+               ckpts.directory)
+  return ckpts, state, start, record.get('wall_time_s', 0.0)
+
+
 def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
                  total_steps, elapsed, batcher, ckpts, writer, hooks, mesh,
                  inputs=('image',)):
@@ -388,18 +404,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         process_index=jax.process_index(), process_count=jax.process_count())
     total = (config.train.steps_per_stage or
              config.train.epochs_per_stage * batcher.steps_per_epoch)
-    ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
-                                   max_to_keep=config.checkpoint.keep)
-    restored = ckpts.restore_latest(state)
-    start, elapsed = 0, 0.0
-    if restored:
-      state, rec, start = restored
-      elapsed = rec.get('wall_time_s', 0.0)
-      logging.info('stage %d (k=%d): resuming at step %d/%d from %s', index,
-                   dim, start, total, ckpts.directory)
-    else:
-      logging.info('stage %d (k=%d): starting, %d steps, outputs in %s', index,
-                   dim, total, stage.dir)
+    ckpts, state, start, elapsed = open_stage(
+        stage.dir, state, config.checkpoint.keep, total,
+        f'stage {index} (k={dim})')
     writer = metric_writers.create_default_writer(
         stage.dir, just_logging=jax.process_index() > 0)
     try:
