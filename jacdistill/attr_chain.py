@@ -206,15 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   chain.check_workdir(config, workdir)
   train_split = load_split(config, 'train')
   test_split = load_split(config, 'test')
-  if config.train.batch_size > len(train_split):
-    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
-                      f'{len(train_split)} training examples')
-  mesh = parallel.data_mesh()
-  try:
-    parallel.check_batch_size(config.train.batch_size, mesh)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  chain._write_config(config, workdir)  # pylint: disable=protected-access
+  mesh = chain.claim_workdir(config, workdir, len(train_split))
   summary = chain._load_summary(workdir)  # pylint: disable=protected-access
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:

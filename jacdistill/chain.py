@@ -159,6 +159,21 @@ def _write_config(config, workdir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+def claim_workdir(config, workdir: str, num_train: int):
+  """Last checks before any compilation, then records the config in the
+  workdir. Returns the data mesh."""
+  if config.train.batch_size > num_train:
+    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
+                      f'{num_train} training examples')
+  mesh = parallel.data_mesh()
+  try:
+    parallel.check_batch_size(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  _write_config(config, workdir)
+  return mesh
+
+
 @dataclasses.dataclass
 class Hooks:
   """How a caller watches and steers a run. All optional."""
@@ -377,15 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_split = input_pipeline.load_split(config.data, 'train')
   test_split = input_pipeline.load_split(config.data, 'test')
   image_shape = tuple(train_split.images.shape[1:])
-  if config.train.batch_size > len(train_split):
-    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
-                      f'{len(train_split)} training examples')
-  mesh = parallel.data_mesh()
-  try:
-    parallel.check_batch_size(config.train.batch_size, mesh)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  _write_config(config, workdir)
+  mesh = claim_workdir(config, workdir, len(train_split))
   summary = _load_summary(workdir)
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
