@@ -50,6 +50,14 @@ def _flat_code_axes(code_norm: bool) -> dict:
   return axes
 
 
+def _code_head(module: nn.Module, h, train: bool):
+  """The flat models' code: `enc_out`, then the optional code BatchNorm."""
+  code = module.enc_out(h)
+  if module.code_norm:
+    code = module.norm(code, use_running_average=not train)
+  return code
+
+
 class MLPAutoencoder(nn.Module):
   """SPEC.md's MLP: encoder 784-256-128-64-k, decoder k-64-128-256-784, ReLU.
 
@@ -89,10 +97,7 @@ class MLPAutoencoder(nn.Module):
     h = x.reshape(x.shape[0], -1)
     for layer in self.enc:
       h = nn.relu(layer(h))
-    code = self.enc_out(h)
-    if self.code_norm:
-      code = self.norm(code, use_running_average=not train)
-    return code
+    return _code_head(self, h, train)
 
   def decode(self, code, train: bool = False):
     del train  # No state in this decoder; the argument keeps one surface.
@@ -163,10 +168,7 @@ class ConvAutoencoder(nn.Module):
     for layer in self.enc:
       h = nn.relu(layer(h))
     h = nn.relu(self.enc_hidden(h.reshape(h.shape[0], -1)))
-    code = self.enc_out(h)
-    if self.code_norm:
-      code = self.norm(code, use_running_average=not train)
-    return code
+    return _code_head(self, h, train)
 
   def decode(self, code, train: bool = False):
     del train  # No state in this decoder; the argument keeps one surface.
