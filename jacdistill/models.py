@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jacdistill import layers
+
 OUTPUT_ACTIVATIONS: dict[str, Callable] = {'sigmoid': nn.sigmoid, 'tanh': jnp.tanh}
 # Pixel range each output activation produces, for the input pipeline.
 OUTPUT_RANGES = {'sigmoid': '01', 'tanh': '-11'}
@@ -143,8 +145,8 @@ class ConvAutoencoder(nn.Module):
       raise ValueError(f'ConvAutoencoder needs H and W divisible by {scale}, '
                        f'got image_shape={tuple(self.image_shape)}')
     self.inner_shape = (h // scale, w // scale, self.channels[-1])
-    self.enc = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        name=f'enc_conv_{i}') for i, ch in enumerate(self.channels)]
+    self.enc = [layers.DownConv(ch, name=f'enc_conv_{i}')
+                for i, ch in enumerate(self.channels)]
     self.enc_hidden = nn.Dense(self.hidden, name='enc_hidden')
     # BatchNorm removes any bias of the code, and Adam would only walk a bias
     # with an exactly-zero gradient on rounding noise.
@@ -156,8 +158,8 @@ class ConvAutoencoder(nn.Module):
     self.dec_in = nn.Dense(self.hidden, name='dec_in')
     self.dec_hidden = nn.Dense(math.prod(self.inner_shape), name='dec_hidden')
     outs = list(reversed(self.channels[:-1])) + [c]
-    self.dec = [nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME',
-                                 name=f'dec_conv_{i}') for i, ch in enumerate(outs)]
+    self.dec = [layers.UpConv(ch, name=f'dec_conv_{i}')
+                for i, ch in enumerate(outs)]
 
   @property
   def code_size(self) -> int:
@@ -222,17 +224,15 @@ class FaderAutoencoder(nn.Module):
     self.num_layers = int(math.log2(n)) - 1
     widths = [min(self.init_channels * 2 ** i, self.max_channels)
               for i in range(self.num_layers - 1)]
-    self.enc = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        name=f'enc_conv_{i}') for i, ch in enumerate(widths)]
+    self.enc = [layers.DownConv(ch, name=f'enc_conv_{i}')
+                for i, ch in enumerate(widths)]
     self.enc_bn = [nn.BatchNorm(momentum=0.9, name=f'enc_bn_{i}')
                    for i in range(1, len(widths))]
-    self.enc_out = nn.Conv(self.num_attributes + self.nuisance, (4, 4),
-                           strides=(2, 2), padding=((1, 1), (1, 1)), name='enc_out')
+    self.enc_out = layers.DownConv(self.num_attributes + self.nuisance,
+                                   name='enc_out')
     dec_widths = list(reversed(widths))
-    self.dec_in = nn.ConvTranspose(dec_widths[0], (4, 4), strides=(2, 2),
-                                   padding='SAME', name='dec_in')
-    self.dec = [nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME',
-                                 name=f'dec_conv_{i}')
+    self.dec_in = layers.UpConv(dec_widths[0], name='dec_in')
+    self.dec = [layers.UpConv(ch, name=f'dec_conv_{i}')
                 for i, ch in enumerate(dec_widths[1:] + [self.image_channels])]
     self.dec_bn = [nn.BatchNorm(momentum=0.9, name=f'dec_bn_{i}')
                    for i in range(len(dec_widths))]
