@@ -151,15 +151,21 @@ def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str) -> None:
 
 def strips(workdirs: dict[str, str], picture: str, path: str) -> None:
   """Stacks one stage picture of several workdirs vertically, each labelled."""
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  images = []
+  items = []
   for label, wd in workdirs.items():
     stages = sorted(d for d in os.listdir(wd) if d.startswith('stage_'))
-    if not stages:
-      continue
-    p = os.path.join(wd, stages[-1], picture)
-    if os.path.exists(p):
-      images.append((f'{label} ({stages[-1]})', Image.open(p).convert('RGB')))
+    if stages:
+      items.append((f'{label} ({stages[-1]})',
+                    os.path.join(wd, stages[-1], picture)))
+  stack_pictures(items, path)
+
+
+def stack_pictures(items: list[tuple[str, str]], path: str) -> None:
+  """Stacks the PNGs of (label, file) pairs vertically, each labelled; files
+  that do not exist are left out, and nothing is written if none does."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  images = [(label, Image.open(p).convert('RGB')) for label, p in items
+            if os.path.exists(p)]
   if not images:
     return
   width = max(im.width for _, im in images)
@@ -172,3 +178,69 @@ def strips(workdirs: dict[str, str], picture: str, path: str) -> None:
     out.paste(im, (0, y + 14))
     y += im.height + 14
   out.save(path)
+
+
+# ------------------------------------------------- attribute chains (part B)
+
+
+def is_attribute_chain(summary: dict) -> bool:
+  """Whether a summary.json comes from the attribute chain (`stage_order`)."""
+  return 'stage_order' in summary.get('config', {})
+
+
+def _mean(values) -> float:
+  return float(np.mean(values)) if values else float('nan')
+
+
+def attribute_markdown(summary: dict) -> str:
+  """Per-stage PSNR and flip accuracy of one attribute chain, and the flip
+  accuracy of every attribute and direction, as Markdown tables."""
+  stages = summary['stages']
+  names = list(summary['config']['data']['attributes'])
+  lines = ['## Per stage', '',
+           '| stage | code size | grown from | teacher | steps | train time (s) '
+           '| test PSNR (dB) | test MSE | flip acc | flip +1 | flip -1 |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
+  for s in stages:
+    flip = (f"{s['flip_acc']:.3f} | {_mean(s['flip_acc_pos']):.3f} | "
+            f"{_mean(s['flip_acc_neg']):.3f}" if 'flip_acc' in s
+            else '- | - | -')
+    lines.append(
+        f"| {s['name']} | {s['code_size']} | {s.get('init') or '-'} | "
+        f"{s.get('teacher') or '-'} | {s['steps']} | {s['wall_time_s']:.0f} | "
+        f"{s['test_psnr']:.2f} | {s['test_mse']:.5f} | {flip} |")
+  scored = [s for s in stages if 'flip_acc' in s]
+  if scored:
+    lines += ['', '## Flip accuracy per attribute (+1 / -1)', '',
+              '| attribute | ' + ' | '.join(s['name'] for s in scored) + ' |',
+              '|---|' + '---|' * len(scored)]
+    for a, name in enumerate(names):
+      lines.append(f'| {name} | ' + ' | '.join(
+          f"{s['flip_acc_pos'][a]:.3f} / {s['flip_acc_neg'][a]:.3f}"
+          for s in scored) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_flip_vs_psnr(summary: dict, path: str) -> None:
+  """Flip accuracy (and its +1 half) against test PSNR, one point per stage."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for s in summary['stages']:
+    if 'flip_acc' not in s:
+      continue
+    x = s['test_psnr']
+    point = ax.plot(x, s['flip_acc'], 'o', ms=7, label=s['name'])[0]
+    ax.plot(x, _mean(s['flip_acc_pos']), '^', ms=6, mfc='none',
+            color=point.get_color())
+    ax.annotate(f"{s['name']} (code {s['code_size']})", (x, s['flip_acc']),
+                textcoords='offset points', xytext=(5, 4), fontsize=8)
+  ax.set_xlabel('test PSNR (dB), better to the right')
+  ax.set_ylabel('flip accuracy (external classifier)')
+  ax.set_title('o: mean over +1 and -1 edits;  ^: +1 edits only', fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -59,3 +59,30 @@ def test_markdown_from_workdirs(tmp_path):
       '| 3 | 0.02000 | 0.800 | 0.700 |' in text)
   report.plot_tradeoff(data, str(tmp_path / 'plot.png'))
   assert os.path.getsize(tmp_path / 'plot.png') > 1000
+
+
+def _attr_stage(name, code, psnr, pos, neg, **extra):
+  return {'name': name, 'code_size': code, 'steps': 10, 'wall_time_s': 12.3,
+          'test_psnr': psnr, 'test_mse': 10 ** (-psnr / 10),
+          'flip_acc_pos': pos, 'flip_acc_neg': neg,
+          'flip_acc': float(np.mean(pos + neg)), **extra}
+
+
+def test_attribute_report(tmp_path):
+  summary = {
+      'config': {'stage_order': ['teacher', 'student'],
+                 'data': {'attributes': ['smile', 'glasses']}},
+      'stages': [_attr_stage('teacher', 74, 20.0, [0.5, 0.7], [1.0, 0.9]),
+                 _attr_stage('student', 138, 23.0, [0.25, 0.75], [1.0, 1.0],
+                             init='teacher', teacher='teacher')]}
+  assert report.is_attribute_chain(summary)
+  assert not report.is_attribute_chain({'config': {}, 'stages': []})
+  text = report.attribute_markdown(summary)
+  # flip acc = mean of the four fractions; +1 / -1 columns their halves.
+  assert ('| teacher | 74 | - | - | 10 | 12 | 20.00 | 0.01000 | 0.775 | '
+          '0.600 | 0.950 |') in text
+  assert ('| student | 138 | teacher | teacher | 10 | 12 | 23.00 | 0.00501 | '
+          '0.750 | 0.500 | 1.000 |') in text
+  assert '| glasses | 0.700 / 0.900 | 0.750 / 1.000 |' in text
+  report.plot_flip_vs_psnr(summary, str(tmp_path / 'flip.png'))
+  assert os.path.getsize(tmp_path / 'flip.png') > 1000
