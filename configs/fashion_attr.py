@@ -17,28 +17,8 @@ yet timed on 2 CPU cores); 'smoke' seconds, for tests.
 
 import ml_collections
 
+from configs import _attr_common as common
 from jacdistill import input_pipeline
-
-
-def _loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0):
-  """One stage's loss weights (fields of train.LossWeights)."""
-  c = ml_collections.ConfigDict()
-  c.rec = rec  # Reconstruction MSE (pixels in [-1, 1]).
-  c.lat = lat  # Student attribute scores matched to the teacher's.
-  c.jac = jac  # Jacobian supervision by the teacher.
-  c.xcov = xcov  # Cross-covariance of the nuisance against the scores.
-  c.attr = attr  # Label hinge on the attribute scores.
-  c.jacobian = 'swap'  # 'swap' (upstream, first order) or 'jvp' (exact).
-  return c
-
-
-def _stage(nuisance, init='', teacher='', **loss):
-  c = ml_collections.ConfigDict()
-  c.nuisance = nuisance  # Channels N of the 2x2 nuisance grid (code A + 4N).
-  c.init = init  # Stage grown into this one ('' = fresh initialisation).
-  c.teacher = teacher  # Frozen stage supervising this one ('' = none).
-  c.loss = _loss(**loss)  # Loss weights of this stage.
-  return c
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -66,42 +46,19 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.stage_order = ('teacher', 'student32', 'student64', 'baseline64')
   c.stages = ml_collections.ConfigDict()
   # Labels teach the attribute scores; small nuisance so they must be used.
-  c.stages.teacher = _stage(16, rec=100.0, attr=0.1, xcov=0.1)
+  c.stages.teacher = common.stage(16, rec=100.0, attr=0.1, xcov=0.1)
   # Grown from the teacher, supervised by it; no labels.
-  c.stages.student32 = _stage(32, init='teacher', teacher='teacher',
-                              rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
+  c.stages.student32 = common.stage(32, init='teacher', teacher='teacher',
+                                    rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
   # Grown from student32 and supervised by it (upstream's chain).
-  c.stages.student64 = _stage(64, init='student32', teacher='student32',
-                              rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
+  c.stages.student64 = common.stage(64, init='student32',
+                                    teacher='student32', rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
   # Baseline: the teacher's recipe (labels, no teacher: jac = lat = 0) at the
   # largest student's code size, from a fresh initialisation.
-  c.stages.baseline64 = _stage(64, rec=100.0, attr=0.1, xcov=0.1)
+  c.stages.baseline64 = common.stage(64, rec=100.0, attr=0.1, xcov=0.1)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64  # Global batch size.
-  c.train.epochs_per_stage = 20  # Epochs of each stage.
-  c.train.steps_per_stage = 0  # If > 0, overrides epochs_per_stage.
-  c.train.learning_rate = 2e-4  # Adam learning rate (upstream Fader).
-  c.train.weight_decay = 0.0  # PyTorch-style L2 added to the gradient.
-  c.train.b1 = 0.5  # Adam beta1 (upstream Fader).
-  c.train.b2 = 0.999  # Adam beta2.
-  c.train.clip_norm = 10.0  # Global-norm gradient clip (upstream Fader).
-
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 2000  # Save this often within a stage (and at its end).
-  c.checkpoint.keep = 2  # Checkpoints kept per stage (the older is the fallback).
-
-  c.log = ml_collections.ConfigDict()
-  c.log.every_steps = 100  # Average and write train metrics this often.
-  c.log.progress_seconds = 30.0  # At most this long between progress lines.
-
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 500  # Test-set evaluation batch.
-  c.eval.flip_examples = 1000  # Test images edited for flip accuracy (0 = all).
-  c.eval.flip_strength = 1.0  # |score| an edit sets.
-  c.eval.num_images = 8  # Test images (rows) in the edit grid.
-  c.eval.classifier = True  # Score edits with the cached external classifier.
-  c.eval.classifier_dir = ''  # '' = the shared per-dataset cache directory.
+  common.add_run_fields(c, epochs_per_stage=20, eval_batch_size=500,
+                        flip_examples=1000)
 
   if variant == 'quick':
     c.train.steps_per_stage = 1500

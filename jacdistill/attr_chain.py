@@ -1,7 +1,10 @@
 """The attribute chain (SPEC.md part B): a Fader teacher, then students.
 
 `train_and_evaluate(config, workdir, hooks)` runs (or resumes) the stages of
-`config.stage_order` (see configs/fashion_attr.py). Each stage is a
+`config.stage_order` (see configs/fashion_attr.py, configs/celeba_attr.py).
+The data are an in-memory dataset whose classes are one-hot attributes, or
+CelebA streamed from tfds with its own (independent) attributes and scored
+on `eval.test_examples` images read into memory. Each stage is a
 `FaderAutoencoder` with its own nuisance size; it starts from a fresh
 initialisation or from an earlier stage by `growth.grow` (`init`), and may be
 supervised by another earlier, frozen stage (`teacher`). Stage `name` writes
@@ -12,12 +15,13 @@ test PSNR and flip accuracy (`attributes.flip_accuracy`).
 
 Resume, data order, keys and the training loop are the growth chain's
 (`chain._train_stage`, `checkpoint.Checkpoints`): a finished stage is never
-retrained, an interrupted one continues from its checkpoint.
+retrained, an interrupted one continues from its checkpoint, and stage i's
+batch at step s depends on (seed, i, s) alone, streamed or not.
 """
 
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import logging
 from clu import metric_writers
@@ -39,6 +43,8 @@ from jacdistill import train
 ConfigError = chain.ConfigError
 Hooks = chain.Hooks
 VALUE_RANGE = '-11'  # The Fader decoder ends in tanh.
+# In memory (classes as one-hot attributes), or streamed (CelebA).
+DATASETS = input_pipeline.IN_MEMORY_DATASETS + (input_pipeline.CELEB_A,)
 
 
 def validate(config) -> list[str]:
@@ -52,13 +58,7 @@ def validate(config) -> list[str]:
                       f'config.stages ({sorted(config.stages.keys())})')
   if len(set(order)) != len(order):
     raise ConfigError(f'stage_order={order} repeats a stage')
-  if len(config.data.attributes) != config.model.num_attributes:
-    raise ConfigError(f'data.attributes names {len(config.data.attributes)} '
-                      f'attributes but model.num_attributes='
-                      f'{config.model.num_attributes}')
-  if config.data.name not in input_pipeline.IN_MEMORY_DATASETS:
-    raise ConfigError(f'data.name={config.data.name!r} is not one of '
-                      f'{input_pipeline.IN_MEMORY_DATASETS}')
+  _validate_data(config)
   for i, name in enumerate(order):
     stage = config.stages[name]
     for field in ('init', 'teacher'):
@@ -78,10 +78,46 @@ def validate(config) -> list[str]:
                         f'teacher; set stages.{name}.teacher or zero them')
   if config.train.batch_size < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} must be >= 1')
+  if config.eval.test_examples < 0 or config.eval.flip_examples < 0:
+    raise ConfigError(f'eval.test_examples={config.eval.test_examples} and '
+                      f'eval.flip_examples={config.eval.flip_examples} must '
+                      'be >= 0 (0 = all)')
   if not config.train.learning_rate > 0:
     raise ConfigError(f'train.learning_rate={config.train.learning_rate} '
                       'must be > 0')
   return order
+
+
+def _validate_data(config) -> None:
+  """The dataset, its attributes, image size and evaluation split."""
+  data = config.data
+  if data.name not in DATASETS:
+    raise ConfigError(f'data.name={data.name!r} is not one of {DATASETS}')
+  if len(data.attributes) != config.model.num_attributes:
+    raise ConfigError(f'data.attributes names {len(data.attributes)} '
+                      f'attributes but model.num_attributes='
+                      f'{config.model.num_attributes}; set '
+                      f'--config.model.num_attributes={len(data.attributes)}')
+  size = data.image_size
+  if int(size) != size or size < 8 or int(size) & (int(size) - 1):
+    raise ConfigError(f'data.image_size={size} must be a power of two >= 8 '
+                      '(e.g. 64, 128 or 256)')
+  if data.name == input_pipeline.CELEB_A:
+    try:
+      input_pipeline.celeb_a_attribute_names(data)
+    except ValueError as e:
+      raise ConfigError(f'data.attributes: {e}') from e
+    if not data.attributes:
+      raise ConfigError('data.attributes is empty; name the CelebA attributes '
+                        'to model (input_pipeline.CELEB_A_ATTRIBUTES)')
+    if config.model.image_channels != 3:
+      raise ConfigError(f'model.image_channels={config.model.image_channels} '
+                        'but CelebA images are RGB; set it to 3')
+  splits = (('test',) if data.name in input_pipeline.IN_MEMORY_DATASETS
+            else ('validation', 'test'))
+  if config.eval.split not in splits:
+    raise ConfigError(f'eval.split={config.eval.split!r} is not one of '
+                      f'{splits} for {data.name}')
 
 
 def _weights(config, name: str) -> train.LossWeights:
@@ -147,6 +183,73 @@ def load_split(config, split: str) -> input_pipeline.Split:
   return input_pipeline.Split(images=images, labels=s.labels)
 
 
+class _Data:
+  """Training batches by stage and step, and the evaluation images.
+
+  In-memory datasets: `Batcher` over the train split, classes as one-hot
+  attributes. CelebA: `CelebABatcher` streams with the attributes of the
+  dataset. Either way stage i's batch at step s is a function of
+  (seed, i, s), so a resumed stage sees the batches it would have seen.
+
+  Attributes:
+    num_train: examples in the train split.
+    test_images: the first `eval.test_examples` images (0 = all) of
+      `eval.split`, uint8 or float32 in [-1, 1], (N, S, S, C).
+  """
+
+  def __init__(self, config):
+    self._config = config
+    self._streamed = config.data.name == input_pipeline.CELEB_A
+    n = config.eval.test_examples
+    if self._streamed:
+      self.num_train = input_pipeline.celeb_a_num_examples(config.data,
+                                                           'train')
+      self.test_images = input_pipeline.celeb_a_arrays(
+          config.data, config.eval.split, n)['image']
+    else:
+      self._train = load_split(config, 'train')
+      self.num_train = len(self._train)
+      self.test_images = load_split(config, config.eval.split).images[
+          :n or None]
+
+  def batcher(self, index: int):
+    """Stage `index`'s batches: `batch(step)` -> {'image', 'attributes'}."""
+    cfg = self._config
+    args = dict(batch_size=cfg.train.batch_size,
+                seed=cfg.seed * 1000 + index,
+                process_index=jax.process_index(),
+                process_count=jax.process_count())
+    if self._streamed:
+      return input_pipeline.CelebABatcher(
+          cfg.data, shuffle_buffer=cfg.train.shuffle_buffer, **args)
+    return _AttributeBatcher(input_pipeline.Batcher(self._train, **args),
+                             cfg.model.num_attributes)
+
+
+def _flip_predictor(config, classifier) -> Callable:
+  """How flip accuracy reads `classifier`: `predict(images) -> bool (B, A)`.
+
+  Raises:
+    ConfigError: a CelebA run given a classifier without attribute logits,
+      or without one of the run's attributes.
+  """
+  if config.data.name != input_pipeline.CELEB_A:
+    # The classifier sees the unpadded size it was trained on.
+    return attributes.class_predictor(
+        classifier.logits, VALUE_RANGE,
+        image_size=evaluation.IMAGE_SHAPES[config.data.name][0])
+  names = list(classifier.attributes)
+  missing = [a for a in config.data.attributes if a not in names]
+  if not names or missing:
+    raise ConfigError(f'the classifier has no logits for {missing or "any"} '
+                      'CelebA attributes; use the CelebA attribute '
+                      'classifier (configs/celeba_classifier.py) or set '
+                      'eval.classifier=False')
+  return attributes.attribute_predictor(
+      classifier.logits, VALUE_RANGE, image_size=classifier.image_size,
+      columns=[names.index(a) for a in config.data.attributes])
+
+
 def _initial_variables(stage: _Stage, parent: Optional[tuple]):
   if parent is None:
     return jax.jit(stage.model.init)(jax.random.fold_in(stage.rng, 0),
@@ -154,17 +257,19 @@ def _initial_variables(stage: _Stage, parent: Optional[tuple]):
   return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1))
 
 
-def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
-                    writer, hooks) -> dict:
-  """Test PSNR, flip accuracy and the edit grid of a finished stage."""
+def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
+                    writer, predictor) -> dict:
+  """Test PSNR, flip accuracy (with `predictor`, from `_flip_predictor`, if
+  not None) and the edit grid of a finished stage."""
   cfg = stage.config
   a = cfg.model.num_attributes
+  n = len(test_images)
   model = stage.model
   eval_fn = train.make_eval_step(model)
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
   codes, psnrs, mses = [], [], []
-  for i in range(0, len(test), cfg.eval.batch_size):
-    images = test.images[i:i + cfg.eval.batch_size]
+  for i in range(0, n, cfg.eval.batch_size):
+    images = test_images[i:i + cfg.eval.batch_size]
     x_hat, code, mse = eval_fn(variables, images)
     codes.append(np.asarray(code))
     mses.append(np.asarray(mse) / 4.0)  # In [0, 1] pixel units.
@@ -172,22 +277,19 @@ def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
         train.to_float(images, VALUE_RANGE), x_hat, 2.0)))
   codes = np.concatenate(codes)
   out = {'test_mse': float(np.concatenate(mses).mean()),
-         'test_psnr': sum(psnrs) / len(test)}
+         'test_psnr': sum(psnrs) / n}
   strength = cfg.eval.flip_strength
-  if hooks.classifier is not None:
-    n = cfg.eval.flip_examples or len(test)
-    # The classifier sees the unpadded size it was trained on.
-    predict = attributes.class_predictor(
-        hooks.classifier.logits, VALUE_RANGE,
-        image_size=evaluation.IMAGE_SHAPES[cfg.data.name][0])
+  # In-memory datasets' attributes are their classes, one on per image.
+  one_hot = cfg.data.name in input_pipeline.IN_MEMORY_DATASETS
+  if predictor is not None:
     out.update(attributes.flip_accuracy(
-        decode, predict, codes[:n], a, strength=strength, one_hot=True,
-        batch_size=cfg.eval.batch_size))
+        decode, predictor, codes[:cfg.eval.flip_examples or n], a,
+        strength=strength, one_hot=one_hot, batch_size=cfg.eval.batch_size))
 
-  m = min(cfg.eval.num_images, len(test))
-  columns = [train.to_float(test.images[:m], VALUE_RANGE), decode(codes[:m])]
+  m = min(cfg.eval.num_images, n)
+  columns = [train.to_float(test_images[:m], VALUE_RANGE), decode(codes[:m])]
   columns += [decode(attributes.edit_codes(codes[:m], a, j, strength,
-                                           one_hot=True)) for j in range(a)]
+                                           one_hot=one_hot)) for j in range(a)]
   grid = pictures.grid(np.stack([pictures.to_unit(c, VALUE_RANGE)
                                  for c in columns], axis=1))
   if jax.process_index() == 0:
@@ -204,13 +306,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   hooks = hooks or Hooks()
   order = validate(config)
   chain.check_workdir(config, workdir)
-  train_split = load_split(config, 'train')
-  test_split = load_split(config, 'test')
-  mesh = chain.claim_workdir(config, workdir, len(train_split))
+  predictor = (None if hooks.classifier is None else
+               _flip_predictor(config, hooks.classifier))
+  data = _Data(config)
+  mesh = chain.claim_workdir(config, workdir, data.num_train)
   summary = chain._load_summary(workdir)  # pylint: disable=protected-access
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
     summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
+    if hooks.classifier.attributes:
+      summary['classifier_attribute_accuracy'] = dict(zip(
+          hooks.classifier.attributes, hooks.classifier.attribute_accuracy))
   done = {s['name']: s for s in summary['stages']}
   finished = {}  # name -> (model, variables)
   for index, name in enumerate(order):
@@ -219,10 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     teacher = finished[spec.teacher] if spec.teacher else None
     variables = _initial_variables(stage, finished.get(spec.init))
     state = train.create_train_state(variables, stage.tx)
-    batcher = _AttributeBatcher(input_pipeline.Batcher(
-        train_split, config.train.batch_size, seed=config.seed * 1000 + index,
-        process_index=jax.process_index(), process_count=jax.process_count()),
-                                config.model.num_attributes)
+    batcher = data.batcher(index)
     total = (config.train.steps_per_stage or
              config.train.epochs_per_stage * batcher.steps_per_epoch)
     ckpts, state, start, elapsed = chain.open_stage(
@@ -246,8 +349,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  'teacher': spec.teacher or None, 'steps': total,
                  'wall_time_s': round(elapsed, 2), 'train_losses': last,
                  'fingerprint': fp}
-        entry.update(_evaluate_stage(stage, variables, test_split, writer,
-                                     hooks))
+        entry.update(_evaluate_stage(stage, variables, data.test_images,
+                                     writer, predictor))
         done[name] = entry
         summary['stages'] = [done[n] for n in order if n in done]
         chain._write_summary(workdir, summary)  # pylint: disable=protected-access

@@ -18,7 +18,10 @@ active class b = argmax(y) is set to -strength as well (b = a changes
 nothing); a -1 edit changes only y_a, so an image of class a then has no
 active class and the decoder picks one. Classes are read as attributes by
 `class_predictor`: the image carries +1 for class a iff the classifier's
-argmax is a, and -1 iff it is any other class.
+argmax is a, and -1 iff it is any other class. With `one_hot=False`
+(independent attributes, e.g. CelebA's 40) an edit changes y_a alone, and a
+multi-label classifier is read by `attribute_predictor`: the image carries +1
+for attribute a iff the classifier's logit a is > 0.
 
 Every code is edited in every (a, d), including codes that already carry the
 requested value (most codes for d = -1 with classes); that is the protocol of
@@ -26,8 +29,10 @@ upstream's table, so the -1 scores of class attributes are near 1 for any
 decoder that keeps the image's class.
 """
 
-from typing import Callable
+import functools
+from typing import Callable, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,6 +66,28 @@ def edit_codes(codes: np.ndarray, num_attributes: int, attribute: int,
   return out
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def _resize(x: jnp.ndarray, size: int) -> jnp.ndarray:
+  """(B, H, W, C) -> (B, size, size, C), bilinear and antialiased."""
+  return jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), 'linear',
+                          antialias=True)
+
+
+def _classifier_input(images, value_range: str, image_size: int,
+                      resize: bool) -> jnp.ndarray:
+  """Decoded images as a classifier takes them: [0, 1], H = W = image_size
+  (centre crop, or with `resize` a bilinear antialiased resize), or as they
+  are when image_size is 0 or already theirs."""
+  x = pictures.to_unit(np.asarray(images), value_range)
+  h, w = x.shape[1:3]
+  if not image_size or (h, w) == (image_size, image_size):
+    return jnp.asarray(x)
+  if resize:
+    return _resize(jnp.asarray(x), image_size)
+  top, left = (h - image_size) // 2, (w - image_size) // 2
+  return jnp.asarray(x[:, top:top + image_size, left:left + image_size])
+
+
 def class_predictor(logits_fn: Callable, value_range: str,
                     image_size: int = 0) -> Callable:
   """Reads a class classifier as per-attribute predictions.
@@ -76,13 +103,38 @@ def class_predictor(logits_fn: Callable, value_range: str,
     `predict(images) -> bool (B, A)`, True only at the argmax class.
   """
   def predict(images):
-    x = pictures.to_unit(np.asarray(images), value_range)
-    if image_size:
-      h, w = x.shape[1:3]
-      top, left = (h - image_size) // 2, (w - image_size) // 2
-      x = x[:, top:top + image_size, left:left + image_size]
-    logits = np.asarray(logits_fn(jnp.asarray(x)))
+    logits = np.asarray(logits_fn(_classifier_input(
+        images, value_range, image_size, resize=False)))
     return np.argmax(logits, axis=1)[:, None] == np.arange(logits.shape[1])
+
+  return predict
+
+
+def attribute_predictor(logits_fn: Callable, value_range: str,
+                        image_size: int = 0,
+                        columns: Optional[Sequence[int]] = None) -> Callable:
+  """Reads a multi-label classifier (one logit per attribute) as predictions.
+
+  Attribute a is present iff its logit is > 0.
+
+  Args:
+    logits_fn: float images (B, H', W', C) in [0, 1] -> (B, K) logits, e.g.
+      `evaluation.ClassifierHandle.logits` of the CelebA classifier.
+    value_range: the decoder's pixel range, '01' or '-11'.
+    image_size: H' = W' of the classifier's input; decoded images of another
+      size are resized to it (bilinear, antialiased, as the data pipeline
+      makes its images). 0 = no resize.
+    columns: for each of the code's A attributes, in code order, the index
+      of its logit among the K; None = the K logits in order (A = K).
+  Returns:
+    `predict(images) -> bool (B, A)`.
+  """
+  def predict(images):
+    logits = np.asarray(logits_fn(_classifier_input(
+        images, value_range, image_size, resize=True)))
+    if columns is not None:
+      logits = logits[:, list(columns)]
+    return logits > 0
 
   return predict
 

@@ -11,8 +11,13 @@ Unlike upstream, the classifier runs in inference mode (no dropout noise) and
 sees images in exactly the range it was trained on ([0, 1]).
 
 The classifier is cached on disk (`load_or_train_classifier`) so every run on
-a dataset is judged by the same one. The metric functions are pure and
-jittable; `evaluate_autoencoder` drives them over a whole split in batches.
+a dataset is judged by the same one. For CelebA it is a multi-label attribute
+classifier (`train_attribute_classifier`): one logit per attribute, the
+attribute present iff its logit is > 0, scored per attribute on the test
+split; attribute edits are judged by it (`attributes.flip_accuracy`).
+
+The metric functions are pure and jittable; `evaluate_autoencoder` drives them
+over a whole split in batches.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import functools
 import json
 import os
 import time
+import types
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
@@ -34,7 +40,10 @@ import orbax.checkpoint as ocp
 
 from jacdistill import input_pipeline
 
-NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10}
+# Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
+NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
+               input_pipeline.CELEB_A: len(input_pipeline.CELEB_A_ATTRIBUTES)}
+# Native image shapes; a CelebA classifier's size is its config's image_size.
 IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1),
                 'svhn_cropped': (32, 32, 3)}
 CHECKPOINT_SUBDIR = 'variables'
@@ -99,11 +108,20 @@ class ClassifierHandle:
   Attributes:
     model: the `Classifier` module.
     variables: its linen variables {'params': ...}.
-    test_accuracy: its accuracy on the dataset's test split, in [0, 1].
+    test_accuracy: its accuracy on the dataset's test split, in [0, 1]; for
+      a multi-label classifier the mean of `attribute_accuracy`.
+    attributes: names of the logits of a multi-label classifier (attribute
+      a present iff logit a > 0); empty for a class classifier.
+    attribute_accuracy: per attribute, the fraction of test images it
+      labels correctly; empty for a class classifier.
+    image_size: height = width of the images it takes (0 = not recorded).
   """
   model: Classifier
   variables: Any
   test_accuracy: float
+  attributes: tuple[str, ...] = ()
+  attribute_accuracy: tuple[float, ...] = ()
+  image_size: int = 0
 
   @property
   def num_classes(self) -> int:
@@ -130,8 +148,35 @@ def make_classifier(data_config: Any, clf_config: Any) -> Classifier:
                     dropout=float(clf_config.dropout))
 
 
+def classifier_image_shape(data_config: Any, clf_config: Any
+                           ) -> tuple[int, int, int]:
+  """(H, W, C) of the classifier's images: the dataset's native shape, or
+  for CelebA `clf_config.image_size` square."""
+  if data_config.name == input_pipeline.CELEB_A:
+    _check_attribute_clf_config(clf_config)
+    size = int(clf_config.image_size)
+    return (size, size, 3)
+  return IMAGE_SHAPES[data_config.name]
+
+
+def _check_attribute_clf_config(clf_config: Any) -> None:
+  missing = [f for f in ('steps', 'image_size', 'test_examples')
+             if f not in clf_config]
+  if missing:
+    raise ValueError(f'the CelebA classifier config lacks {missing}; start '
+                     'from configs/celeba_classifier.py.')
+  if int(clf_config.test_examples) != clf_config.test_examples or (
+      clf_config.test_examples < 0):
+    raise ValueError(f'classifier.test_examples={clf_config.test_examples!r} '
+                     'must be an integer >= 0 (0 = the whole test split).')
+  _check_clf_config(clf_config)
+
+
 def _check_clf_config(clf_config: Any) -> None:
-  for field in ('epochs', 'batch_size'):
+  # Epochs for the in-memory datasets, steps and an image size for CelebA.
+  for field in ('epochs', 'steps', 'batch_size', 'image_size'):
+    if field not in clf_config:
+      continue
     value = clf_config[field]
     if int(value) != value or value < 1:
       raise ValueError(f'classifier.{field}={value!r} must be a positive '
@@ -171,6 +216,64 @@ def _predict_split(logits_fn: Callable, images_uint8: np.ndarray,
   return preds
 
 
+def _class_loss(logits: jax.Array, labels: jax.Array):
+  """Softmax cross-entropy of (B, K) logits against int labels (B,), and the
+  number of argmax hits."""
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.mean(loss), jnp.sum(jnp.argmax(logits, axis=-1) == labels)
+
+
+def _attribute_loss(logits: jax.Array, targets: jax.Array):
+  """Sigmoid cross-entropy of (B, A) logits against +-1 targets (B, A),
+  averaged over both axes, and the number of (image, attribute) hits."""
+  loss = optax.sigmoid_binary_cross_entropy(logits, (targets > 0).astype(
+      jnp.float32))
+  return jnp.mean(loss), jnp.sum((logits > 0) == (targets > 0))
+
+
+def _start_training(model: Classifier, clf_config: Any, num_steps: int,
+                    image_shape: Sequence[int], loss_fn: Callable,
+                    to01: Callable) -> tuple[Any, Any, Callable]:
+  """Initial parameters, Adam state and the jitted train step.
+
+  Adam's learning rate decays from `clf_config.learning_rate` to 0 over
+  `num_steps` (cosine); the seed gives the initialisation and the dropout
+  masks, each step's mask from `fold_in(key, step_index)`.
+
+  Args:
+    model: the classifier.
+    clf_config: its training fields.
+    num_steps: length of the decay.
+    image_shape: (H, W, C) of its images.
+    loss_fn: `(logits, targets) -> (mean loss, hits)`.
+    to01: a batch's images -> float32 in [0, 1], on the device.
+
+  Returns:
+    `(params, opt_state, step)`, `step(params, opt_state, images, targets,
+    step_index) -> (params, opt_state, loss, hits)`, donating its state.
+  """
+  tx = optax.adam(optax.cosine_decay_schedule(clf_config.learning_rate,
+                                              num_steps))
+  init_key, dropout_key = jax.random.split(jax.random.key(int(clf_config.seed)))
+  params = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32),
+                      train=False)['params']
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, images, targets, step_index):
+    x = to01(images)
+
+    def objective(p):
+      logits = model.apply({'params': p}, x, train=True, rngs={
+          'dropout': jax.random.fold_in(dropout_key, step_index)})
+      return loss_fn(logits, targets)
+
+    (loss, hits), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, hits
+
+  return params, tx.init(params), step
+
+
 def train_classifier(data_config: Any, clf_config: Any,
                      log_fn: Optional[Callable[[str], None]] = None
                      ) -> tuple[Any, float]:
@@ -200,30 +303,9 @@ def train_classifier(data_config: Any, clf_config: Any,
                                    int(clf_config.seed))
   steps_per_epoch = batcher.steps_per_epoch
   num_steps = int(clf_config.epochs) * steps_per_epoch
-  tx = optax.adam(optax.cosine_decay_schedule(clf_config.learning_rate,
-                                              num_steps))
-  init_key, dropout_key = jax.random.split(jax.random.key(int(clf_config.seed)))
-  image_shape = train_split.images.shape[1:]
-  variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32),
-                         train=False)
-  params = variables['params']
-  opt_state = tx.init(params)
-
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, images, labels, step_index):
-    x = input_pipeline.to_float(images, '01')
-
-    def loss_fn(p):
-      logits = model.apply({'params': p}, x, train=True, rngs={
-          'dropout': jax.random.fold_in(dropout_key, step_index)})
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      return jnp.mean(loss), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    correct = jnp.sum(jnp.argmax(logits, axis=-1) == labels)
-    return optax.apply_updates(params, updates), opt_state, loss, correct
-
+  params, opt_state, step = _start_training(
+      model, clf_config, num_steps, train_split.images.shape[1:], _class_loss,
+      lambda images: input_pipeline.to_float(images, '01'))
   start_time = time.time()
   for epoch in range(int(clf_config.epochs)):
     # Summed on the device and read once per epoch: reading every step
@@ -246,6 +328,94 @@ def train_classifier(data_config: Any, clf_config: Any,
   log(f'classifier test accuracy {test_accuracy:.4f} on {len(test_split)} '
       f'{data_config.name} test images')
   return variables, test_accuracy
+
+
+def _attribute_data_config(data_config: Any, clf_config: Any) -> Any:
+  """The CelebA data a multi-label classifier sees: every attribute, at
+  `clf_config.image_size`, from `data_config`'s tfds data_dir. The chain's
+  own image size and attribute subset do not change the classifier."""
+  return types.SimpleNamespace(
+      name=input_pipeline.CELEB_A, image_size=int(clf_config.image_size),
+      attributes=input_pipeline.CELEB_A_ATTRIBUTES,
+      tfds_data_dir=getattr(data_config, 'tfds_data_dir', None) or None)
+
+
+def train_attribute_classifier(data_config: Any, clf_config: Any,
+                               log_fn: Optional[Callable[[str], None]] = None
+                               ) -> tuple[Any, np.ndarray]:
+  """Trains a multi-label `Classifier` on CelebA; scores it per attribute.
+
+  One logit per attribute of CELEB_A_ATTRIBUTES (all 40, whatever
+  `data_config.attributes`), attribute a present iff logit a > 0. Images of
+  `clf_config.image_size` from the training stream
+  (`input_pipeline.CelebABatcher`: shuffled, flipped, a function of
+  `clf_config.seed`), mapped to [0, 1]; loss the sigmoid cross-entropy
+  averaged over images and attributes; Adam with a cosine decay over
+  `clf_config.steps` steps. On the first `clf_config.test_examples` test
+  images (0 = the whole split), in inference mode,
+
+    accuracy_a = mean_i [(logit_ia > 0) == (attribute a of image i is +1)].
+
+  Args:
+    data_config: names the tfds data_dir (`tfds_data_dir`).
+    clf_config: `configs/celeba_classifier.py:get_config()` or an override.
+    log_fn: progress lines (ten during training, one at the end); default
+      `absl.logging.info`.
+
+  Returns:
+    `(variables, accuracy)`: linen variables {'params': ...} and float64
+    (40,) accuracies in CELEB_A_ATTRIBUTES order.
+
+  Raises:
+    ValueError: a bad `clf_config`.
+    input_pipeline.DatasetUnavailableError: celeb_a is not prepared.
+  """
+  log = log_fn or logging.info
+  _check_attribute_clf_config(clf_config)
+  data = _attribute_data_config(data_config, clf_config)
+  model = make_classifier(data, clf_config)
+  num_steps = int(clf_config.steps)
+  batcher = input_pipeline.CelebABatcher(data, int(clf_config.batch_size),
+                                         int(clf_config.seed))
+  params, opt_state, step = _start_training(
+      model, clf_config, num_steps, (data.image_size, data.image_size, 3),
+      _attribute_loss, lambda x: (x + 1) / 2)
+  every = max(1, num_steps // 10)
+  start_time = time.time()
+  # Summed on the device and read once per log line, as in train_classifier.
+  loss_sum, hits_sum, since = 0.0, 0, 0
+  for s in range(num_steps):
+    batch = batcher.batch(s)
+    params, opt_state, loss, hits = step(params, opt_state, batch['image'],
+                                         batch['attributes'], s)
+    loss_sum, hits_sum, since = loss_sum + loss, hits_sum + hits, since + 1
+    if (s + 1) % every == 0 or s + 1 == num_steps:
+      seen = since * batch['attributes'].size
+      log(f'attribute classifier step {s + 1}/{num_steps}: train loss '
+          f'{float(loss_sum) / since:.4f}, train accuracy (dropout on) '
+          f'{int(hits_sum) / seen:.4f}, {time.time() - start_time:.0f} s')
+      loss_sum, hits_sum, since = 0.0, 0, 0
+  variables = {'params': params}
+
+  hits, count = np.zeros(model.num_classes), 0
+  for batch in input_pipeline.celeb_a_dataset(
+      data, 'test', batch_size=_EVAL_BATCH, seed=0, train=False,
+      limit=int(clf_config.test_examples), drop_remainder=False):
+    m = batch['image'].shape[0]
+    x = (_pad_to(batch['image'], _EVAL_BATCH) + 1) / 2
+    logits = np.asarray(_inference_logits(model, variables, x))[:m]
+    hits += np.sum((logits > 0) == (batch['attributes'] > 0), axis=0)
+    count += m
+  if not count:
+    raise input_pipeline.DatasetUnavailableError(
+        f'the celeb_a test split has no examples (data_dir '
+        f'{data.tfds_data_dir}); prepare celeb_a again (README.md, "CelebA").')
+  accuracy = hits / count
+  worst = int(np.argmin(accuracy))
+  log(f'attribute classifier test accuracy {accuracy.mean():.4f} (mean of '
+      f'{len(accuracy)}; lowest {data.attributes[worst]} '
+      f'{accuracy[worst]:.4f}) on {count} celeb_a test images')
+  return variables, accuracy
 
 
 # ---------------------------------------------------------------- the cache
@@ -301,12 +471,16 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
 
   A finished directory holds an orbax checkpoint of the variables in
   `variables/` and `classifier.json` (dataset, test accuracy, config, wall
-  time), written last, so an interrupted save is retrained
-  rather than half-read.
+  time; for CelebA also the attribute names and per-attribute accuracies),
+  written last, so an interrupted save is retrained rather than half-read.
+  CelebA (`data_config.name == 'celeb_a'`) gets the multi-label classifier
+  of `train_attribute_classifier`, every other dataset `train_classifier`'s.
 
   Args:
-    data_config: as `input_pipeline.load_split` takes.
-    clf_config: `configs/classifier.py:get_config()` or an override of it.
+    data_config: as `input_pipeline.load_split` takes, or a CelebA data
+      config (only its name and `tfds_data_dir` are read).
+    clf_config: `configs/classifier.py:get_config()` (CelebA:
+      `configs/celeba_classifier.py`) or an override of it.
     directory: where the classifier lives; None = `default_classifier_dir`.
     log_fn: progress lines; default `absl.logging.info`.
 
@@ -315,13 +489,16 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
 
   Raises:
     ValueError: `directory` holds a classifier of another dataset, limit or
-      config (pick another directory or delete that one).
+      config (pick another directory or delete that one), or a bad config.
     RuntimeError: the record is there but the checkpoint cannot be read.
+    input_pipeline.DatasetUnavailableError: training needs data that is not
+      there.
   """
   log = log_fn or logging.info
   directory = directory or default_classifier_dir(data_config)
   record_path = os.path.join(directory, RECORD_FILE)
   model = make_classifier(data_config, clf_config)
+  image_shape = classifier_image_shape(data_config, clf_config)
   dataset = {'name': data_config.name,
              'limit': int(getattr(data_config, 'limit', 0) or 0)}
   config = _json_config(clf_config)
@@ -335,14 +512,23 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
           f'config {record["config"]}, not the requested dataset {dataset} '
           f'with config {config}. Pass another directory, or delete that one '
           'to retrain it (scores are only comparable under one classifier).')
-    variables = _restore(directory, model, IMAGE_SHAPES[data_config.name])
+    variables = _restore(directory, model, image_shape)
     log(f'Restored the {data_config.name} classifier from {directory} (test '
         f'accuracy {record["test_accuracy"]:.4f}).')
-    return ClassifierHandle(model, variables, float(record['test_accuracy']))
+    return _handle(model, variables, record, image_shape)
 
   log(f'No finished classifier in {directory}; training one.')
   start_time = time.time()
-  variables, test_accuracy = train_classifier(data_config, clf_config, log_fn)
+  extra = {}
+  if data_config.name == input_pipeline.CELEB_A:
+    variables, accuracy = train_attribute_classifier(data_config, clf_config,
+                                                     log_fn)
+    test_accuracy = float(np.mean(accuracy))
+    extra = {'attributes': list(input_pipeline.CELEB_A_ATTRIBUTES),
+             'attribute_accuracy': [float(a) for a in accuracy]}
+  else:
+    variables, test_accuracy = train_classifier(data_config, clf_config,
+                                                log_fn)
   wall_time = time.time() - start_time
   os.makedirs(directory, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
@@ -352,7 +538,7 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
                                    CHECKPOINT_SUBDIR), variables, force=True)
     checkpointer.wait_until_finished()
   record = {'dataset': dataset, 'test_accuracy': test_accuracy,
-            'num_classes': model.num_classes,
+            'num_classes': model.num_classes, **extra,
             'config': config, 'wall_time_s': wall_time,
             'backend': jax.default_backend()}
   tmp_path = record_path + '.tmp'
@@ -361,7 +547,16 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   os.replace(tmp_path, record_path)
   log(f'Saved the {data_config.name} classifier to {directory} (test accuracy '
       f'{test_accuracy:.4f}, {wall_time:.0f} s).')
-  return ClassifierHandle(model, variables, test_accuracy)
+  return _handle(model, variables, record, image_shape)
+
+
+def _handle(model: Classifier, variables: Any, record: dict,
+            image_shape: Sequence[int]) -> ClassifierHandle:
+  return ClassifierHandle(
+      model, variables, float(record['test_accuracy']),
+      attributes=tuple(record.get('attributes', ())),
+      attribute_accuracy=tuple(record.get('attribute_accuracy', ())),
+      image_size=int(image_shape[0]))
 
 
 # ------------------------------------------------------------------- metrics

@@ -3,6 +3,7 @@
   python launch/main.py --config=configs/fashion_grow.py:quick --workdir=workdirs/fashion_quick
   python launch/main.py --config=configs/svhn_grow.py --config.growth.end_dim=8
   python launch/main.py --config=configs/fashion_attr.py:quick --workdir=workdirs/fashion_attr_quick
+  python launch/main.py --config=configs/celeba_attr.py --config.data.tfds_data_dir=DIR
 
 A config with a `stage_order` field is an attribute chain (SPEC.md part B,
 jacdistill/attr_chain.py); any other is a growth chain (jacdistill/chain.py).
@@ -25,7 +26,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from configs import classifier as classifier_config
+import configs
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
@@ -80,7 +81,7 @@ def main(argv):
                  evaluation.default_classifier_dir(config.data))
       logging.info('external classifier: %s', clf_dir)
       hooks.classifier = evaluation.load_or_train_classifier(
-          config.data, classifier_config.get_config(), clf_dir)
+          config.data, configs.classifier_config(config.data.name), clf_dir)
     summary = runner.train_and_evaluate(config, workdir, hooks)
   except (chain.ConfigError, chain.NonFiniteLossError,
           checkpoint.CheckpointError,

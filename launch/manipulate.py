@@ -4,8 +4,14 @@
       --stage=student64 --image=shoe.png --set sandal=1.5 --set ankle_boot=-1 \\
       --sweep=bag --sweep_range=-2,2,5 --out=edits.png
 
+  python launch/manipulate.py --workdir=workdirs/celeba_attr \\
+      --image=face.jpg --set Smiling=1.5 --set Eyeglasses=1 --sweep=Male
+
 Each image (PNG/JPEG, any size) is centre-cropped to a square and resized as
-in training (to the dataset's native size, then padded to the model's). One
+in training (to the dataset's native size, then padded to the model's;
+CelebA: straight to the model's size, so a face filling the square as in
+CelebA's aligned 178x178 crops edits best). Attribute names are the run's
+data.attributes; an unknown name is an error that lists them. One
 grid row per image: input, reconstruction, one column per --set alone, one
 with every --set together (when there are several), then the sweep of
 --sweep's attribute over --sweep_range (lo,hi,steps).

@@ -1,0 +1,61 @@
+"""Pieces of every attribute-chain config (configs/fashion_attr.py,
+configs/celeba_attr.py): a stage's fields, and the training, checkpoint,
+logging and evaluation fields with upstream Fader Networks' optimiser
+(SPEC.md part B: Adam lr 2e-4, betas (0.5, 0.999), global-norm clip 10,
+batch 64)."""
+
+import ml_collections
+
+
+def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0):
+  """One stage's loss weights (fields of train.LossWeights)."""
+  c = ml_collections.ConfigDict()
+  c.rec = rec  # Reconstruction MSE (pixels in [-1, 1]).
+  c.lat = lat  # Student attribute scores matched to the teacher's.
+  c.jac = jac  # Jacobian supervision by the teacher.
+  c.xcov = xcov  # Cross-covariance of the nuisance against the scores.
+  c.attr = attr  # Label hinge on the attribute scores.
+  c.jacobian = 'swap'  # 'swap' (upstream, first order) or 'jvp' (exact).
+  return c
+
+
+def stage(nuisance, init='', teacher='', **weights):
+  """One stage: its nuisance size, where it starts, who supervises it."""
+  c = ml_collections.ConfigDict()
+  c.nuisance = nuisance  # Channels N of the 2x2 nuisance grid (code A + 4N).
+  c.init = init  # Stage grown into this one ('' = fresh initialisation).
+  c.teacher = teacher  # Frozen stage supervising this one ('' = none).
+  c.loss = loss(**weights)  # Loss weights of this stage.
+  return c
+
+
+def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
+                   eval_batch_size: int, flip_examples: int) -> None:
+  """Adds `c.train`, `c.checkpoint`, `c.log` and `c.eval`."""
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # Global batch size (upstream Fader).
+  c.train.epochs_per_stage = epochs_per_stage  # Epochs of each stage.
+  c.train.steps_per_stage = 0  # If > 0, overrides epochs_per_stage.
+  c.train.learning_rate = 2e-4  # Adam learning rate (upstream Fader).
+  c.train.weight_decay = 0.0  # PyTorch-style L2 added to the gradient.
+  c.train.b1 = 0.5  # Adam beta1 (upstream Fader).
+  c.train.b2 = 0.999  # Adam beta2.
+  c.train.clip_norm = 10.0  # Global-norm gradient clip (upstream Fader).
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 2000  # Save this often within a stage (and at its end).
+  c.checkpoint.keep = 2  # Checkpoints kept per stage (the older is the fallback).
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 100  # Average and write train metrics this often.
+  c.log.progress_seconds = 30.0  # At most this long between progress lines.
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = eval_batch_size  # Test-set evaluation batch.
+  c.eval.split = 'test'  # Split a finished stage is scored on.
+  c.eval.test_examples = 0  # Images of that split read for scoring (0 = all).
+  c.eval.flip_examples = flip_examples  # Of those, images edited for flip accuracy (0 = all).
+  c.eval.flip_strength = 1.0  # |score| an edit sets.
+  c.eval.num_images = 8  # Test images (rows) in the edit grid.
+  c.eval.classifier = True  # Score edits with the cached external classifier.
+  c.eval.classifier_dir = ''  # '' = the shared per-dataset cache directory.

@@ -1,0 +1,104 @@
+"""Conditional manipulation of faces: SPEC.md part B on aligned CelebA.
+
+The 40 CelebA attributes (or the subset in data.attributes) are the scores
+of a Fader-style autoencoder. The teacher (nuisance 512 x 2x2) learns them
+from the labels; students grown to 1024 and 2048 nuisance channels learn
+them from the frozen teacher alone (Jacobian + score match, no labels); a
+baseline of the largest student's size learns from the labels without a
+teacher. Upstream's schedule, with its stage letters: A teacher, C
+student1024 (grown from A, supervised by A), D student2048 (grown from C,
+supervised by A, not C). Upstream's B, a cycle-loss fine-tuning of the
+teacher, has no loss term here; 200 epochs of the teacher stand for A + B's
+100 + 100.
+
+Images: tfds `celeb_a` (never downloaded here; README.md, "CelebA"), rows
+20:-20 (178x178), resized to data.image_size, in [-1, 1], flipped at random
+in training. Edits are scored by the project's CelebA attribute classifier
+(configs/celeba_classifier.py), trained on first use or by
+launch/classifier.py.
+
+  python launch/classifier.py --config=configs/celeba_attr.py --config.data.tfds_data_dir=DIR
+  python launch/main.py --config=configs/celeba_attr.py --config.data.tfds_data_dir=DIR --workdir=workdirs/celeba_attr
+  python launch/main.py --config=configs/celeba_attr.py:256 --config.data.tfds_data_dir=DIR
+
+Variants: '' 64x64 images; '128'; '256' (upstream's size: 7 convs, 32 -> 512
+channels); 'quick' 64x64 and 5000 steps per stage; 'smoke' seconds on tfds
+mock data, for tests.
+"""
+
+import ml_collections
+
+from configs import _attr_common as common
+from jacdistill import input_pipeline
+
+
+def get_config(variant: str = '') -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds init, data order and flips, and the swap permutations.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'celeb_a'  # Streamed from tfds (input_pipeline.celeb_a_dataset).
+  c.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir holding celeb_a/; None = default.
+  c.data.image_size = 64  # 178x178 crops resized to this (a power of two >= 8).
+  # Attribute names, in code order; any subset of
+  # input_pipeline.CELEB_A_ATTRIBUTES (set model.num_attributes to match).
+  c.data.attributes = input_pipeline.CELEB_A_ATTRIBUTES
+
+  c.model = ml_collections.ConfigDict()
+  c.model.num_attributes = 40  # A = len(data.attributes).
+  c.model.init_channels = 32  # Width of the first conv; doubles per layer (upstream).
+  c.model.max_channels = 512  # Cap of the conv widths (upstream).
+  c.model.image_channels = 3  # RGB.
+
+  # Stages run in this order; each names earlier stages only.
+  c.stage_order = ('teacher', 'student1024', 'student2048', 'baseline2048')
+  c.stages = ml_collections.ConfigDict()
+  # A: labels teach the scores; 100 rec + 0.1 hinge + 0.1 xcov (upstream).
+  c.stages.teacher = common.stage(512, rec=100.0, attr=0.1, xcov=0.1)
+  # C: grown from the teacher, supervised by it; no labels.
+  # 100 rec + 0.01 xcov + 50 jac + 1 lat (upstream).
+  c.stages.student1024 = common.stage(1024, init='teacher', teacher='teacher',
+                                      rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
+  # D: grown from student1024 but supervised by the original teacher.
+  c.stages.student2048 = common.stage(2048, init='student1024',
+                                      teacher='teacher', rec=100.0, xcov=0.01,
+                                      jac=50.0, lat=1.0)
+  # Baseline: the teacher's recipe (labels, no teacher) at the largest
+  # student's code size, from a fresh initialisation.
+  c.stages.baseline2048 = common.stage(2048, rec=100.0, attr=0.1, xcov=0.1)
+
+  # Upstream: 100 epochs for A (+ 100 for B), 200 each for C and D.
+  common.add_run_fields(c, epochs_per_stage=200, eval_batch_size=100,
+                        flip_examples=500)
+  c.train.shuffle_buffer = 10_000  # Encoded JPEGs in the shuffle buffer.
+  c.eval.test_examples = 2000  # Test images read into memory for scoring.
+
+  if variant in ('128', '256'):
+    c.data.image_size = int(variant)
+    c.eval.batch_size = 50
+  elif variant == 'quick':
+    c.train.steps_per_stage = 5000
+    c.checkpoint.every_steps = 1000
+  elif variant == 'smoke':
+    # For tfds.testing.mock_data: a few random images, a tiny model.
+    c.data.image_size = 8
+    c.model.init_channels = 4
+    c.model.max_channels = 8
+    c.stages.teacher.nuisance = 2
+    c.stages.student1024.nuisance = 4
+    c.stages.student2048.nuisance = 6
+    c.stages.baseline2048.nuisance = 6
+    c.train.batch_size = 4
+    c.train.steps_per_stage = 3
+    c.train.shuffle_buffer = 16
+    c.checkpoint.every_steps = 2
+    c.log.every_steps = 2
+    c.eval.batch_size = 8
+    c.eval.test_examples = 8
+    c.eval.flip_examples = 2
+    c.eval.num_images = 2  # As many as flip_examples: one decode shape.
+    c.eval.classifier = False
+  elif variant:
+    raise ValueError(f'unknown config variant {variant!r}; use 128, 256, '
+                     'quick, smoke or nothing')
+  return c
