@@ -10,8 +10,10 @@ and `latent_axes` see no difference.
 Why: XLA:CPU runs strided and input-dilated convolutions (a transposed conv,
 and the input gradient of a strided one) on a slow path, single threaded.
 Rewritten here with no stride and no dilation, a layer is one stride-1 2x2
-convolution plus reshapes, forward and backward, so every conv of a train step
-takes the fast multi-threaded path. No multiply is wasted:
+convolution, computed as a matmul over shifted views (im2col), plus reshapes,
+forward and backward, so every layer of a train step runs as multi-threaded
+matmuls. Multiplies wasted: none for `DownConv`; for `UpConv` the one-pixel
+border of windows, (n+1)^2 / n^2 - 1 (2.25x at n = 2, 1.56x at 4, 1.13x at 16).
 
 - Down: pad by one pixel, fold each 2x2 pixel block into channels
   (space-to-depth), then a 2x2 VALID conv whose kernel is the 4x4 kernel
@@ -29,13 +31,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
-
-
 def _conv_2x2(x, kernel):
-  """Stride-1 VALID conv of NHWC `x` with a (2, 2, in, out) kernel."""
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
-                                      dimension_numbers=_DIMS)
+  """Stride-1 VALID conv of NHWC `x` with a (2, 2, in, out) kernel.
+
+  As one matmul over the four shifted views of `x` (im2col): on XLA:CPU that
+  beats `lax.conv_general_dilated` for most of the models' layer shapes (a
+  Fader 64x64 train step: 1.2 s against 1.7 s on 2 cores).
+  """
+  b, h, w, c = x.shape
+  patches = jnp.concatenate([x[:, i:h - 1 + i, j:w - 1 + j]
+                             for i in (0, 1) for j in (0, 1)], axis=-1)
+  return jnp.einsum('bhwk,ko->bhwo', patches, kernel.reshape(4 * c, -1))
 
 
 def down_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
