@@ -1,7 +1,7 @@
 """Edits attributes of your own images with a trained attribute-chain stage.
 
   python launch/manipulate.py --workdir=workdirs/fashion_attr_quick \\
-      --stage=student64 --image=shoe.png --set sandal=1.5 --set ankle_boot=-1 \\
+      --stage=student32 --image=shoe.png --set sandal=1.5 --set ankle_boot=-1 \\
       --sweep=bag --sweep_range=-2,2,5 --out=edits.png
 
   python launch/manipulate.py --workdir=workdirs/celeba_attr \\

@@ -15,8 +15,10 @@ from PIL import Image
 from configs import fashion_attr
 from jacdistill import attr_chain
 from jacdistill import attributes
+from jacdistill import chain
 from jacdistill import evaluation
 from jacdistill import input_pipeline
+from jacdistill import models
 
 A = 4
 
@@ -110,8 +112,9 @@ HAVE_DATA = os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
 def smoke_run(tmp_path_factory):
   if not HAVE_DATA:
     pytest.skip('needs apt-get install dataset-fashion-mnist')
-  config = fashion_attr.get_config('smoke')
-  config.stage_order = ('teacher', 'student32')
+  # The student grows from, and learns from, the teacher's cycle stage.
+  config = fashion_attr.get_config('smoke,cycle')
+  config.stage_order = ('teacher', 'teacher_cycle', 'student8')
   # An untrained classifier: the test checks the plumbing, not the scores.
   clf = evaluation.Classifier(num_classes=10, widths=(4,), hidden=8)
   variables = clf.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
@@ -127,9 +130,10 @@ def test_smoke_chain_teacher_and_one_student(smoke_run):
   config, workdir, hooks, summary = smoke_run
   with open(os.path.join(workdir, 'summary.json')) as f:
     on_disk = json.load(f)
-  assert [s['name'] for s in on_disk['stages']] == ['teacher', 'student32']
-  teacher, student = on_disk['stages']
-  assert student['teacher'] == 'teacher' and student['init'] == 'teacher'
+  assert [s['name'] for s in on_disk['stages']] == ['teacher',
+                                                    'teacher_cycle', 'student8']
+  teacher, _, student = on_disk['stages']
+  assert student['teacher'] == student['init'] == 'teacher_cycle'
   assert student['code_size'] == 10 + 4 * 4
   for s in on_disk['stages']:
     assert {'test_psnr', 'test_mse', 'flip_acc', 'flip_acc_pos',
@@ -144,10 +148,44 @@ def test_smoke_chain_teacher_and_one_student(smoke_run):
           [s['fingerprint'] for s in summary['stages']])
 
 
+def test_cycle_stage_trains_only_the_decoder(smoke_run):
+  _, workdir, _, summary = smoke_run
+  cycle = summary['stages'][1]
+  assert (cycle['init'], cycle['teacher'], cycle['trainable']) == (
+      'teacher', None, 'decoder')
+  assert all(np.isfinite(cycle['train_losses'][k])
+             for k in ('cycle_attr', 'cycle_z'))
+  _, _, before = attr_chain.load_stage(workdir, 'teacher')
+  _, _, after = attr_chain.load_stage(workdir, 'teacher_cycle')
+  for collection in ('params', 'batch_stats'):
+    is_dec = jax.tree.leaves(models.decoder_mask(before[collection]))
+    pairs = list(zip(is_dec, jax.tree.leaves(before[collection]),
+                     jax.tree.leaves(after[collection])))
+    assert all(np.array_equal(b, a) for d, b, a in pairs if not d)
+    assert any(not np.array_equal(b, a) for d, b, a in pairs if d)
+
+
+def test_a_workdir_older_than_the_stage_options_still_resumes(tmp_path):
+  config = fashion_attr.get_config('smoke')
+  old = json.loads(config.to_json())
+  for stage in old['stages'].values():
+    for field, parent in (('trainable', stage), ('epochs', stage),
+                          ('cycle_attr', stage['loss']),
+                          ('cycle_z', stage['loss'])):
+      del parent[field]
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(old, f)
+  chain.check_workdir(config, str(tmp_path))
+  # A new field at another value than the old runs had is a change.
+  config.stages.teacher.epochs = 3
+  with pytest.raises(attr_chain.ConfigError, match='stages.teacher.epochs'):
+    chain.check_workdir(config, str(tmp_path))
+
+
 def test_config_errors_name_the_field():
   config = fashion_attr.get_config('smoke')
-  config.stages.student32.init = 'student64'
-  with pytest.raises(attr_chain.ConfigError, match='stages.student32.init'):
+  config.stages.student8.init = 'student32'
+  with pytest.raises(attr_chain.ConfigError, match='stages.student8.init'):
     attr_chain.validate(config)
 
 
@@ -157,7 +195,7 @@ def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path):
   path = str(tmp_path / 'in.png')
   rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
   Image.fromarray(rgb).save(path)
-  grid = manipulate.manipulate(workdir, 'student32', [path],
+  grid = manipulate.manipulate(workdir, 'student8', [path],
                                ['sandal=1.5', 'bag=-1'])
   # Columns: input, reconstruction, two single edits, both together.
   assert grid.shape == (1 * 33 + 1, 5 * 33 + 1, 3)
