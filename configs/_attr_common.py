@@ -7,7 +7,8 @@ batch 64)."""
 import ml_collections
 
 
-def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0):
+def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0, cycle_attr=0.0,
+         cycle_z=0.0):
   """One stage's loss weights (fields of train.LossWeights)."""
   c = ml_collections.ConfigDict()
   c.rec = rec  # Reconstruction MSE (pixels in [-1, 1]).
@@ -15,18 +16,41 @@ def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0):
   c.jac = jac  # Jacobian supervision by the teacher.
   c.xcov = xcov  # Cross-covariance of the nuisance against the scores.
   c.attr = attr  # Label hinge on the attribute scores.
+  c.cycle_attr = cycle_attr  # Cycle: re-encoded swapped scores hinged to their signs.
+  c.cycle_z = cycle_z  # Cycle: re-encoded nuisance matched to the decoded one.
   c.jacobian = 'swap'  # 'swap' (upstream, first order) or 'jvp' (exact).
   return c
 
 
-def stage(nuisance, init='', teacher='', **weights):
+def stage(nuisance, init='', teacher='', trainable='all', epochs=0,
+          **weights):
   """One stage: its nuisance size, where it starts, who supervises it."""
   c = ml_collections.ConfigDict()
   c.nuisance = nuisance  # Channels N of the 2x2 nuisance grid (code A + 4N).
   c.init = init  # Stage grown into this one ('' = fresh initialisation).
   c.teacher = teacher  # Frozen stage supervising this one ('' = none).
+  c.trainable = trainable  # 'all', or 'decoder' (the init stage's encoder kept).
+  c.epochs = epochs  # Epochs of this stage; 0 = train.epochs_per_stage.
   c.loss = loss(**weights)  # Loss weights of this stage.
   return c
+
+
+def cycle_stage(nuisance, init, epochs=0):
+  """Upstream's cycle fine-tuning of a Fader teacher (its stage B).
+
+  Decoder only, from `init` (whose `nuisance` it must have), no teacher and
+  no labels: `100 rec + 1e-3 cycle_attr + 1e-4 cycle_z`, the top of SPEC.md's
+  ranges (hinge 1e-4..1e-3, nuisance match 1e-5..1e-4; upstream's B run used
+  the bottom, its students the top). Neither scale carries over exactly:
+  upstream's nuisance match is a batch L2 norm (`||z' - z|| / B`) where ours
+  is a mean square, and upstream gives the cycle a second, decoder-only Adam
+  step where ours shares the reconstruction's. The choice is unmeasured.
+  Upstream's B also kept training the whole model on its teacher loss (only
+  the cycle terms were decoder-only, as they are here in any stage):
+  `trainable='all'` with `attr=0.1, xcov=0.1` added is that variant.
+  """
+  return stage(nuisance, init=init, trainable='decoder', epochs=epochs,
+               rec=100.0, cycle_attr=1e-3, cycle_z=1e-4)
 
 
 def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
@@ -34,8 +58,8 @@ def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
   """Adds `c.train`, `c.checkpoint`, `c.log` and `c.eval`."""
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64  # Global batch size (upstream Fader).
-  c.train.epochs_per_stage = epochs_per_stage  # Epochs of each stage.
-  c.train.steps_per_stage = 0  # If > 0, overrides epochs_per_stage.
+  c.train.epochs_per_stage = epochs_per_stage  # Epochs of a stage whose own epochs are 0.
+  c.train.steps_per_stage = 0  # If > 0, the steps of every stage (epochs ignored).
   c.train.learning_rate = 2e-4  # Adam learning rate (upstream Fader).
   c.train.weight_decay = 0.0  # PyTorch-style L2 added to the gradient.
   c.train.b1 = 0.5  # Adam beta1 (upstream Fader).

@@ -2,14 +2,13 @@
 
 The 40 CelebA attributes (or the subset in data.attributes) are the scores
 of a Fader-style autoencoder. The teacher (nuisance 512 x 2x2) learns them
-from the labels; students grown to 1024 and 2048 nuisance channels learn
-them from the frozen teacher alone (Jacobian + score match, no labels); a
-baseline of the largest student's size learns from the labels without a
-teacher. Upstream's schedule, with its stage letters: A teacher, C
-student1024 (grown from A, supervised by A), D student2048 (grown from C,
-supervised by A, not C). Upstream's B, a cycle-loss fine-tuning of the
-teacher, has no loss term here; 200 epochs of the teacher stand for A + B's
-100 + 100.
+from the labels, then its decoder alone is fine-tuned with cycle losses;
+students grown to 1024 and 2048 nuisance channels learn the scores from that
+frozen teacher alone (Jacobian + score match, no labels); a baseline of the
+largest student's size learns from the labels without a teacher. Upstream's
+schedule, with its stage letters and epochs: A teacher (100), B
+teacher_cycle (100), C student1024 (200; grown from B, supervised by B), D
+student2048 (200; grown from C, supervised by B, not C).
 
 Images: tfds `celeb_a` (never downloaded here; README.md, "CelebA"), rows
 20:-20 (178x178), resized to data.image_size, in [-1, 1], flipped at random
@@ -51,23 +50,33 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.image_channels = 3  # RGB.
 
   # Stages run in this order; each names earlier stages only.
-  c.stage_order = ('teacher', 'student1024', 'student2048', 'baseline2048')
+  c.stage_order = ('teacher', 'teacher_cycle', 'student1024', 'student2048',
+                   'baseline2048')
   c.stages = ml_collections.ConfigDict()
   # A: labels teach the scores; 100 rec + 0.1 hinge + 0.1 xcov (upstream).
-  c.stages.teacher = common.stage(512, rec=100.0, attr=0.1, xcov=0.1)
-  # C: grown from the teacher, supervised by it; no labels.
+  c.stages.teacher = common.stage(512, epochs=100, rec=100.0, attr=0.1,
+                                  xcov=0.1)
+  # B: the teacher's decoder fine-tuned with the cycle losses, its encoder
+  # (hence every score) kept bit for bit (common.cycle_stage).
+  c.stages.teacher_cycle = common.cycle_stage(512, init='teacher', epochs=100)
+  # C: grown from B, supervised by it; no labels.
   # 100 rec + 0.01 xcov + 50 jac + 1 lat (upstream).
-  c.stages.student1024 = common.stage(1024, init='teacher', teacher='teacher',
-                                      rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
-  # D: grown from student1024 but supervised by the original teacher.
+  c.stages.student1024 = common.stage(1024, init='teacher_cycle',
+                                      teacher='teacher_cycle', rec=100.0,
+                                      xcov=0.01, jac=50.0, lat=1.0)
+  # D: grown from student1024 but supervised by the original teacher, which
+  # is B, the teacher C learnt from: in upstream's train_examples.sh each
+  # stage reloads the previous one's output, and D's teacher is the path C
+  # reloads as its init and teacher.
   c.stages.student2048 = common.stage(2048, init='student1024',
-                                      teacher='teacher', rec=100.0, xcov=0.01,
-                                      jac=50.0, lat=1.0)
+                                      teacher='teacher_cycle', rec=100.0,
+                                      xcov=0.01, jac=50.0, lat=1.0)
   # Baseline: the teacher's recipe (labels, no teacher) at the largest
   # student's code size, from a fresh initialisation.
   c.stages.baseline2048 = common.stage(2048, rec=100.0, attr=0.1, xcov=0.1)
 
-  # Upstream: 100 epochs for A (+ 100 for B), 200 each for C and D.
+  # Upstream: 100 epochs each for A and B (set above), 200 each for C and D;
+  # the baseline gets as many as A + B.
   common.add_run_fields(c, epochs_per_stage=200, eval_batch_size=100,
                         flip_examples=500)
   c.train.shuffle_buffer = 10_000  # Encoded JPEGs in the shuffle buffer.
@@ -85,6 +94,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.model.init_channels = 4
     c.model.max_channels = 8
     c.stages.teacher.nuisance = 2
+    c.stages.teacher_cycle.nuisance = 2
     c.stages.student1024.nuisance = 4
     c.stages.student2048.nuisance = 6
     c.stages.baseline2048.nuisance = 6

@@ -7,7 +7,9 @@ CelebA streamed from tfds with its own (independent) attributes and scored
 on `eval.test_examples` images read into memory. Each stage is a
 `FaderAutoencoder` with its own nuisance size; it starts from a fresh
 initialisation or from an earlier stage by `growth.grow` (`init`), and may be
-supervised by another earlier, frozen stage (`teacher`). Stage `name` writes
+supervised by another earlier, frozen stage (`teacher`). A stage with
+`trainable='decoder'` (upstream's cycle fine-tuning of the teacher) keeps its
+init stage's encoder exactly and trains the decoder. Stage `name` writes
 under `workdir/name/`: orbax checkpoints, TensorBoard events and `edits.png`
 (rows: test images; columns: input, reconstruction, then each attribute set
 to +strength); `workdir/summary.json` gets a record per finished stage with
@@ -68,6 +70,9 @@ def validate(config) -> list[str]:
                           f'stage of stage_order ({order[:i]}) or be empty')
     if stage.nuisance < 1:
       raise ConfigError(f'stages.{name}.nuisance={stage.nuisance} must be >= 1')
+    if _field(stage, 'epochs') < 0:
+      raise ConfigError(f'stages.{name}.epochs={stage.epochs} must be >= 0 '
+                        '(0 = train.epochs_per_stage)')
     if stage.init and stage.nuisance < config.stages[stage.init].nuisance:
       raise ConfigError(f'stages.{name}.nuisance={stage.nuisance} is smaller '
                         f'than that of its init stage {stage.init!r}; growth '
@@ -76,6 +81,7 @@ def validate(config) -> list[str]:
     if (weights.jac > 0 or weights.lat > 0) and not stage.teacher:
       raise ConfigError(f'stages.{name} has loss.jac or loss.lat > 0 but no '
                         f'teacher; set stages.{name}.teacher or zero them')
+    _validate_trainable(config, name)
   if config.train.batch_size < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} must be >= 1')
   if config.eval.test_examples < 0 or config.eval.flip_examples < 0:
@@ -86,6 +92,31 @@ def validate(config) -> list[str]:
     raise ConfigError(f'train.learning_rate={config.train.learning_rate} '
                       'must be > 0')
   return order
+
+
+def _field(spec, name: str):
+  """A stage field that the config.json of an older workdir may lack."""
+  return spec.get(name, chain.ADDED_FIELDS[name])
+
+
+def _validate_trainable(config, name: str) -> None:
+  """A decoder-only stage needs an init stage whose encoder it keeps."""
+  stage = config.stages[name]
+  trainable = _field(stage, 'trainable')
+  if trainable not in train.TRAINABLE:
+    raise ConfigError(f'stages.{name}.trainable={trainable!r} is not one of '
+                      f'{train.TRAINABLE}')
+  if trainable == 'all':
+    return
+  if not stage.init:
+    raise ConfigError(f"stages.{name}.trainable='decoder' would freeze a "
+                      f'random encoder; set stages.{name}.init to the stage '
+                      'whose encoder it keeps')
+  if stage.nuisance != config.stages[stage.init].nuisance:
+    raise ConfigError(f"stages.{name}.trainable='decoder' keeps the encoder "
+                      f'of {stage.init!r}, so its nuisance must be that '
+                      f"stage's ({config.stages[stage.init].nuisance}), not "
+                      f'{stage.nuisance}')
 
 
 def _validate_data(config) -> None:
@@ -147,9 +178,11 @@ class _Stage:
     self.model = build_model(config, self.spec.nuisance)
     self.dim = self.model.code_size
     self.weights = _weights(config, name)
+    self.trainable = _field(self.spec, 'trainable')
     self.tx = train.make_optimizer(
         config.train.learning_rate, config.train.weight_decay,
-        config.train.b1, config.train.b2, config.train.clip_norm)
+        config.train.b1, config.train.b2, config.train.clip_norm,
+        trainable=self.trainable)
     self.rng = jax.random.fold_in(jax.random.key(config.seed), index)
 
 
@@ -326,8 +359,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     variables = _initial_variables(stage, finished.get(spec.init))
     state = train.create_train_state(variables, stage.tx)
     batcher = data.batcher(index)
+    epochs = _field(spec, 'epochs') or config.train.epochs_per_stage
     total = (config.train.steps_per_stage or
-             config.train.epochs_per_stage * batcher.steps_per_epoch)
+             epochs * batcher.steps_per_epoch)
     ckpts, state, start, elapsed = chain.open_stage(
         stage.dir, state, config.checkpoint.keep, total,
         f'stage {name} (code {stage.dim})')
@@ -346,7 +380,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if entry is None or entry.get('fingerprint') != fp:
         entry = {'stage': index, 'name': name, 'nuisance': spec.nuisance,
                  'code_size': stage.dim, 'init': spec.init or None,
-                 'teacher': spec.teacher or None, 'steps': total,
+                 'teacher': spec.teacher or None,
+                 'trainable': stage.trainable, 'steps': total,
                  'wall_time_s': round(elapsed, 2), 'train_losses': last,
                  'fingerprint': fp}
         entry.update(_evaluate_stage(stage, variables, data.test_images,

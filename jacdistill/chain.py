@@ -37,6 +37,11 @@ MODEL_NAMES = ('mlp', 'conv')
 # different run: extending the chain, logging and checkpoint cadence.
 RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
                      'eval.')
+# Fields added after workdirs were made, with the value that does what those
+# runs did: absent from a workdir's config.json and at this value now is no
+# change.
+ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
+                'cycle_z': 0.0}
 
 
 class ConfigError(ValueError):
@@ -138,8 +143,13 @@ def check_workdir(config, workdir: str) -> None:
   with open(path) as f:
     old = json.load(f)
   a, b = _flat(old), _flat(json.loads(config.to_json()))
+
+  def added(k):
+    field = k.rsplit('.', 1)[-1]
+    return k not in a and field in ADDED_FIELDS and b[k] == ADDED_FIELDS[field]
+
   diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                and not k.startswith(RESUMABLE_CHANGES))
+                and not k.startswith(RESUMABLE_CHANGES) and not added(k))
   if diff:
     shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
     raise ConfigError(
@@ -233,6 +243,7 @@ class _Stage:
     self.dir = os.path.join(workdir, f'stage_{index:02d}')
     self.model = build_model(config.model, dim, image_shape)
     self.weights = stage_weights(config.loss, index)
+    self.trainable = 'all'  # Growth stages train every parameter.
     self.tx = train.make_optimizer(
         config.train.learning_rate, config.train.weight_decay,
         config.train.b1, config.train.b2, config.train.clip_norm)
@@ -277,7 +288,8 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
   state = parallel.replicate(state, mesh)
   teacher_vars = parallel.replicate(teacher_vars, mesh)
   step_fn = train.make_train_step(stage.model, teacher_model, stage.tx,
-                                  stage.weights, cfg.train.learning_rate)
+                                  stage.weights, cfg.train.learning_rate,
+                                  trainable=stage.trainable)
   history, last = [], {}
   t_start = time.time()
   t_progress, step_at_progress = t_start, start_step

@@ -129,3 +129,30 @@ def attribute_hinge(scores: Array, targets: Array) -> Array:
     A scalar.
   """
   return jnp.sum(jax.nn.relu(1.0 - scores * targets)) / scores.shape[0]
+
+
+def cycle_consistency(code_re: Array, code_in: Array,
+                      k: int) -> tuple[Array, Array]:
+  """Cycle losses of a decode then re-encode (upstream's Fader cycle stage).
+
+  `code_in = [y ; z]` was decoded (typically `y` taken from another example of
+  the batch) and the image re-encoded to `code_re = [y' ; z']`. Returns
+
+    attr = attribute_hinge(y', sign(y))   and   nuisance = mean((z' - z)^2),
+
+  with `code_in` stop-gradient: the re-encoding should carry the signs of the
+  requested scores and the nuisance it was given. A requested score of exactly
+  0 has no sign; its hinge is the constant 1.
+
+  Args:
+    code_re: (B, k + d) the re-encoded code.
+    code_in: (B, k + d) the code that was decoded; no gradient flows into it.
+    k: number of leading factor (attribute) dims.
+  Returns:
+    `(attr, nuisance)`, two scalars; `nuisance` is 0 when d = 0.
+  """
+  code_in = jax.lax.stop_gradient(code_in)
+  attr = attribute_hinge(code_re[:, :k], jnp.sign(code_in[:, :k]))
+  if code_in.shape[1] == k:
+    return attr, jnp.zeros((), code_re.dtype)
+  return attr, latent_match(code_re[:, k:], code_in[:, k:])

@@ -13,6 +13,9 @@ look inside one:
   Role 'encoder' marks leaves that produce the code (new entries get a fresh
   initialisation); 'decoder' marks leaves that consume it (new entries start at
   zero so a grown model computes exactly what its parent did).
+- Its decoder's top-level submodules, and only they, have names that start
+  with `DECODER_PREFIX` ('dec'), so `decoder_mask` can tell which variables
+  a decoder-only stage trains.
 
 Variables are linen's `{'params': ..., 'batch_stats': ...}` collections.
 """
@@ -21,6 +24,7 @@ import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jacdistill import layers
@@ -31,6 +35,21 @@ OUTPUT_RANGES = {'sigmoid': '01', 'tanh': '-11'}
 
 ENCODER = 'encoder'
 DECODER = 'decoder'
+DECODER_PREFIX = 'dec'
+
+
+def decoder_mask(collection):
+  """True on every leaf of `collection` that belongs to the decoder.
+
+  Args:
+    collection: one linen collection of any model here (`params` or
+      `batch_stats`), `{top-level module name: subtree}`.
+  Returns:
+    A tree of bools of the same structure: True under the modules whose name
+    starts with DECODER_PREFIX.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path[0].key.startswith(DECODER_PREFIX), collection)
 
 
 def _output_activation(name: str) -> Callable:

@@ -20,6 +20,11 @@ from jacdistill import losses
 from jacdistill import models
 
 JACOBIAN_FORMS = ('swap', 'jvp')
+# What a stage's optimiser updates: every parameter, or the decoder's alone
+# (models.decoder_mask). A decoder-only stage keeps the encoder's parameters
+# and its BatchNorm running statistics exactly; the encoder still normalises
+# with batch statistics in training, as in any stage.
+TRAINABLE = ('all', 'decoder')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,17 +34,25 @@ class LossWeights:
   rec: reconstruction MSE. lat: latent match of the factor dims to the
   teacher's code. jac: Jacobian supervision (form given by `jacobian`). xcov:
   cross-covariance between the free dims and the factor dims. attr: attribute
-  hinge on the factor dims (needs `attributes` in the batch).
+  hinge on the factor dims (needs `attributes` in the batch). cycle_attr,
+  cycle_z: upstream's cycle losses (`losses.cycle_consistency`): the code
+  with the factor dims of the permuted batch is decoded and re-encoded by the
+  frozen encoder; the re-encoded scores are hinged towards the signs of the
+  requested ones, the re-encoded free dims matched to the given ones. Their
+  gradient reaches only the decoder.
   """
   rec: float = 1.0
   lat: float = 0.0
   jac: float = 0.0
   xcov: float = 0.0
   attr: float = 0.0
+  cycle_attr: float = 0.0
+  cycle_z: float = 0.0
   jacobian: str = 'swap'
 
   def __post_init__(self):
-    for name in ('rec', 'lat', 'jac', 'xcov', 'attr'):
+    for name in [f.name for f in dataclasses.fields(self)
+                 if f.name != 'jacobian']:
       value = getattr(self, name)
       if not value >= 0:  # Also refuses NaN.
         raise ValueError(f'loss weight {name}={value} must be >= 0')
@@ -62,21 +75,44 @@ class TrainState:
   opt_state: Any
 
 
+def _check_trainable(trainable: str) -> None:
+  if trainable not in TRAINABLE:
+    raise ValueError(f'trainable={trainable!r} is not one of {TRAINABLE}')
+
+
+def trainable_mask(collection: Any, trainable: str) -> Any:
+  """Per leaf of a linen collection (params or batch_stats), whether a stage
+  with this `trainable` (TRAINABLE) updates it."""
+  _check_trainable(trainable)
+  if trainable == 'all':
+    return jax.tree.map(lambda _: True, collection)
+  return models.decoder_mask(collection)
+
+
 def make_optimizer(learning_rate: float, weight_decay: float = 0.0,
                    b1: float = 0.9, b2: float = 0.999,
-                   clip_norm: float = 0.0) -> optax.GradientTransformation:
+                   clip_norm: float = 0.0,
+                   trainable: str = 'all') -> optax.GradientTransformation:
   """Adam with PyTorch-style L2 weight decay (added to the gradient).
 
   Order as upstream: clip the raw gradient's global norm (if `clip_norm` > 0),
-  add `weight_decay * param`, then Adam.
+  add `weight_decay * param`, then Adam. With `trainable='decoder'` all that
+  applies to the decoder's parameters alone (the clip sees their norm only);
+  every other parameter gets a zero update and no Adam moments.
   """
+  _check_trainable(trainable)
   parts = []
   if clip_norm > 0:
     parts.append(optax.clip_by_global_norm(clip_norm))
   if weight_decay > 0:
     parts.append(optax.add_decayed_weights(weight_decay))
   parts += [optax.scale_by_adam(b1=b1, b2=b2), optax.scale(-learning_rate)]
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if trainable == 'all':
+    return tx
+  labels = lambda p: jax.tree.map(lambda t: 'train' if t else 'freeze',
+                                  trainable_mask(p, trainable))
+  return optax.partition({'train': tx, 'freeze': optax.set_to_zero()}, labels)
 
 
 def create_train_state(variables: Any, tx: optax.GradientTransformation
@@ -131,7 +167,11 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
   Returns `(total, (terms, new_batch_stats))`, where `terms` holds every loss
   term this stage can compute, weighted in or not (weight 0 terms are reported
   but add nothing, so a student with all supervision weights at zero takes the
-  very step a plain autoencoder takes).
+  very step a plain autoencoder takes). The cycle terms, which cost a decode
+  and an encode, are computed only where one of their weights is > 0; their
+  re-encoding uses the encoder's running BatchNorm statistics, as evaluation
+  does and as a frozen teacher encodes for its students (upstream re-encodes
+  with batch statistics).
   """
   k = factor_size(model, teacher)
   value_range = value_range_of(model)
@@ -153,10 +193,20 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
       terms['xcov'] = losses.xcov(w, y_s)
     if 'attributes' in batch:
       terms['attr'] = losses.attribute_hinge(y_s, batch['attributes'])
+    perm = jax.random.permutation(rng, x.shape[0])
+    if weights.cycle_attr > 0 or weights.cycle_z > 0:
+      # Only the decoder learns from the cycle: its input code and the
+      # re-encoding encoder are constants. Train-mode decode, its batch
+      # statistics discarded as the swapped decode's are.
+      c_in = jax.lax.stop_gradient(swap_factors(code, perm, k))
+      x_cycle, _ = student_apply(c_in, method=model.decode)
+      frozen = jax.lax.stop_gradient(variables)
+      c_re = model.apply(frozen, x_cycle, train=False, method=model.encode)
+      terms['cycle_attr'], terms['cycle_z'] = losses.cycle_consistency(
+          c_re, c_in, k)
     if teacher is not None:
       t_out, t_code = teacher.apply(teacher_vars, x, train=False)
       y_t = t_code[:, :k]
-      perm = jax.random.permutation(rng, x.shape[0])
       terms['lat'] = losses.latent_match(y_s, y_t)
       if weights.jacobian == 'swap':
         # A teacher whose code is all factor dims decodes the swapped code to
@@ -188,21 +238,34 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
 
 def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
                     tx: optax.GradientTransformation, weights: LossWeights,
-                    learning_rate: float = 0.0, jit: bool = True) -> Callable:
+                    learning_rate: float = 0.0, jit: bool = True,
+                    trainable: str = 'all') -> Callable:
   """Returns `step(state, teacher_vars, batch, rng) -> (state, metrics)`.
 
   `rng` is the stage's base key; the step folds in its own step number, so a
   resumed run draws exactly the keys an uninterrupted one would. The state is
-  donated; the teacher's variables are not.
+  donated; the teacher's variables are not. `trainable` (TRAINABLE) is the
+  one `tx` was made with: the step differentiates only those parameters (the
+  others' gradients are zero and not computed) and keeps the others'
+  BatchNorm statistics.
   """
   loss_fn = make_loss_fn(model, teacher, weights)
+
+  def stop_frozen(tree, mask):
+    return jax.tree.map(lambda leaf, train: leaf if train else
+                        jax.lax.stop_gradient(leaf), tree, mask)
 
   def step(state: TrainState, teacher_vars, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     teacher_vars = jax.lax.stop_gradient(teacher_vars)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    mask = trainable_mask(state.params, trainable)
+    grad_fn = jax.value_and_grad(
+        lambda p, *args: loss_fn(stop_frozen(p, mask), *args), has_aux=True)
     (total, (terms, batch_stats)), grads = grad_fn(
         state.params, state.batch_stats, teacher_vars, batch, rng)
+    batch_stats = jax.tree.map(
+        lambda new, old, train: new if train else old, batch_stats,
+        state.batch_stats, trainable_mask(state.batch_stats, trainable))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms, total=total, grad_norm=optax.tree.norm(grads),

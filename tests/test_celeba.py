@@ -90,14 +90,30 @@ def test_validation_gives_one_line_errors(tmp_path):
   def error(**changes):
     config = celeba_attr.get_config('smoke')
     for path, value in changes.items():
-      section, field = path.split('__')
-      config[section][field] = value
+      *sections, field = path.split('__')
+      node = config
+      for section in sections:
+        node = node[section]
+      node[field] = value
     with pytest.raises(attr_chain.ConfigError) as e:
       attr_chain.validate(config)
     assert '\n' not in str(e.value)
     return str(e.value)
 
-  assert attr_chain.validate(celeba_attr.get_config('smoke'))[0] == 'teacher'
+  config = celeba_attr.get_config()
+  assert attr_chain.validate(config)[:3] == ['teacher', 'teacher_cycle',
+                                             'student1024']
+  # Upstream's B (decoder only) is what C grows from and C and D learn from.
+  assert config.stages.teacher_cycle.trainable == 'decoder'
+  assert {config.stages[s].teacher for s in ('student1024', 'student2048')} == {
+      'teacher_cycle'}
+  assert config.stages.teacher.epochs == config.stages.teacher_cycle.epochs == (
+      100)
+  assert "stages.teacher_cycle.trainable='encoder'" in error(
+      stages__teacher_cycle__trainable='encoder')
+  assert 'stages.teacher.epochs=-1' in error(stages__teacher__epochs=-1)
+  assert 'stages.teacher_cycle.init' in error(stages__teacher_cycle__init='')
+  assert 'nuisance must be' in error(stages__teacher_cycle__nuisance=4)
   assert "'Happy'" in error(data__attributes=('Smiling', 'Happy'),
                             model__num_attributes=2)
   assert 'power of two' in error(data__image_size=48)
@@ -116,7 +132,10 @@ def test_validation_gives_one_line_errors(tmp_path):
 @pytest.fixture(scope='module')
 def celeba_run(tmp_path_factory):
   config = celeba_attr.get_config('smoke')
+  # Without the cycle stage between them (tests/test_attributes.py runs one).
   config.stage_order = ('teacher', 'student1024')
+  config.stages.student1024.init = config.stages.student1024.teacher = (
+      'teacher')
   config.data.tfds_data_dir = str(tmp_path_factory.mktemp('tfds'))
   # An untrained classifier of 4x4 images: the 8x8 decodes are resized.
   clf = evaluation.Classifier(num_classes=A, widths=(4,), hidden=8)

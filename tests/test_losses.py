@@ -166,3 +166,31 @@ def test_no_gradient_reaches_the_teacher_side():
   for g in grads:
     np.testing.assert_array_equal(np.asarray(g), np.zeros_like(g))
   assert float(loss_of_teacher(w1, w2, y, h)) > 0
+
+
+def test_cycle_consistency_golden_and_zero_cases():
+  code_in = jnp.array([[2.0, -0.5, 1.0, 3.0], [-1.0, 0.0, -2.0, 0.0]])
+  code_re = jnp.array([[0.5, -2.0, 1.0, 1.0], [1.0, 4.0, -2.0, 1.0]])
+  # k = 2. Targets sign(y) = [[1, -1], [-1, 0]]. Hinges: row 0: 1 - 0.5 =
+  # 0.5, max(0, 1 - 2) = 0; row 1: 1 + 1 = 2, 1 - 0 = 1 -> 3.5 / B=2.
+  # Nuisance errors: 0, -2, 0, 1 -> mean 5/4.
+  attr, nuisance = losses.cycle_consistency(code_re, code_in, 2)
+  assert float(attr) == pytest.approx(1.75)
+  assert float(nuisance) == pytest.approx(1.25)
+  # A re-encoding that returns the code, with every |score| >= 1: both zero.
+  exact = code_in.at[:, :2].set(jnp.array([[1.0, -3.0], [-1.5, 2.0]]))
+  assert [float(v) for v in losses.cycle_consistency(exact, exact, 2)] == [
+      0.0, 0.0]
+  # No nuisance dims: the nuisance term is 0, not the mean of nothing.
+  _, empty = losses.cycle_consistency(code_re[:, :2], code_in[:, :2], 2)
+  assert float(empty) == 0.0
+
+
+def test_cycle_consistency_gradient_reaches_only_the_re_encoding():
+  rng = np.random.default_rng(11)
+  code_in = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+  code_re = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+  total = lambda re, c: sum(losses.cycle_consistency(re, c, 2))
+  g_re, g_in = jax.grad(total, argnums=(0, 1))(code_re, code_in)
+  np.testing.assert_array_equal(np.asarray(g_in), np.zeros((4, 5)))
+  assert bool(jnp.all(g_re[:, 2:] != 0))

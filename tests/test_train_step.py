@@ -12,6 +12,8 @@ from jacdistill import train
 TEACHER = models.MLPAutoencoder(latent_dim=2, hidden=(32, 16, 8))
 STUDENT = models.MLPAutoencoder(latent_dim=3, hidden=(32, 16, 8))
 UPSTREAM = train.LossWeights(rec=1.0, lat=0.25, jac=0.1, xcov=1e-3)
+FADER = models.FaderAutoencoder(image_size=16, num_attributes=3, nuisance=4,
+                                init_channels=4, max_channels=8)
 
 
 def _batch(seed=0, n=16):
@@ -120,19 +122,17 @@ def test_step_key_comes_from_the_step_number():
 
 
 def test_teacher_stage_and_fader_attribute_terms():
-  fader = models.FaderAutoencoder(image_size=16, num_attributes=3, nuisance=4,
-                                  init_channels=4, max_channels=8)
-  variables = jax.jit(fader.init)(jax.random.key(0), models.example_input(fader))
+  variables = jax.jit(FADER.init)(jax.random.key(0), models.example_input(FADER))
   tx = train.make_optimizer(2e-4, b1=0.5, clip_norm=10.0)
   weights = train.LossWeights(rec=100.0, attr=0.1, xcov=0.1)
-  step = train.make_train_step(fader, None, tx, weights)
+  step = train.make_train_step(FADER, None, tx, weights)
   state = train.create_train_state(_copy(variables), tx)
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
            'attributes': np.sign(rng.normal(size=(4, 3))).astype(np.float32)}
   state, metrics = step(state, None, batch, jax.random.key(0))
   assert set(metrics) >= {'rec', 'attr', 'xcov', 'total', 'grad_norm'}
-  assert 'jac' not in metrics and 'lat' not in metrics
+  assert not set(metrics) & {'jac', 'lat', 'cycle_attr', 'cycle_z'}
   want = 100 * metrics['rec'] + 0.1 * metrics['attr'] + 0.1 * metrics['xcov']
   np.testing.assert_allclose(float(metrics['total']), float(want), rtol=1e-6)
   assert not _leaves_equal(state.batch_stats, variables['batch_stats'])
@@ -141,5 +141,86 @@ def test_teacher_stage_and_fader_attribute_terms():
 def test_bad_weights_are_refused():
   with pytest.raises(ValueError, match='jac=-1'):
     train.LossWeights(jac=-1.0)
+  with pytest.raises(ValueError, match='cycle_z=-1'):
+    train.LossWeights(cycle_z=-1.0)
   with pytest.raises(ValueError, match='jacobian'):
     train.LossWeights(jacobian='exact')
+  with pytest.raises(ValueError, match="trainable='encoder'"):
+    train.make_optimizer(1e-3, trainable='encoder')
+
+
+def _fader_batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)}
+
+
+def _decoder_split(tree):
+  """(decoder leaves, other leaves) of a collection, by models.decoder_mask."""
+  pairs = zip(jax.tree.leaves(models.decoder_mask(tree)), jax.tree.leaves(tree))
+  dec, other = [], []
+  for is_dec, leaf in pairs:
+    (dec if is_dec else other).append(np.asarray(leaf))
+  return dec, other
+
+
+@pytest.mark.parametrize('model', [
+    models.MLPAutoencoder(latent_dim=3, hidden=(8, 4)),
+    models.ConvAutoencoder(latent_dim=3, image_shape=(8, 8, 1), channels=(2,),
+                           hidden=4),
+    FADER], ids=['mlp', 'conv', 'fader'])
+def test_decoder_mask_is_what_decode_reads(model):
+  variables = jax.jit(model.init)(jax.random.key(0),
+                                  models.example_input(model))
+  code = jax.random.normal(jax.random.key(1), (2, model.code_size))
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.square(model.apply(
+      dict(variables, params=p), code, method=model.decode)))))(
+          variables['params'])
+  dec, other = _decoder_split(grads)
+  assert dec and other
+  assert all(np.any(g != 0) for g in dec)
+  assert all(not np.any(g) for g in other)
+
+
+def test_cycle_terms_reach_only_the_decoder():
+  variables = jax.jit(FADER.init)(jax.random.key(0),
+                                  models.example_input(FADER))
+  weights = train.LossWeights(rec=0.0, cycle_attr=1.0, cycle_z=1.0)
+  loss_fn = train.make_loss_fn(FADER, None, weights)
+  (total, (terms, _)), grads = jax.jit(jax.value_and_grad(
+      loss_fn, has_aux=True))(variables['params'], variables['batch_stats'],
+                              None, _fader_batch(), jax.random.key(3))
+  assert float(terms['cycle_attr']) > 0 and float(terms['cycle_z']) > 0
+  np.testing.assert_allclose(
+      float(total), float(terms['cycle_attr'] + terms['cycle_z']), rtol=1e-6)
+  dec, other = _decoder_split(grads)
+  assert all(np.all(np.isfinite(g)) for g in dec)
+  assert any(np.any(g != 0) for g in dec)
+  assert all(not np.any(g) for g in other)
+
+
+def test_decoder_only_stage_keeps_the_encoder():
+  variables = jax.jit(FADER.init)(jax.random.key(0),
+                                  models.example_input(FADER))
+  # Weight decay would move a frozen parameter if the mask missed it.
+  tx = train.make_optimizer(1e-2, weight_decay=1e-2, b1=0.5, clip_norm=10.0,
+                            trainable='decoder')
+  # The encoder-only xcov term must move nothing; the cycle terms, which
+  # reach the decoder alone anyway, run in the smoke chain of
+  # tests/test_attributes.py.
+  weights = train.LossWeights(rec=100.0, xcov=0.1)
+  step = train.make_train_step(FADER, None, tx, weights, trainable='decoder')
+  state = train.create_train_state(_copy(variables), tx)
+  for i in range(3):
+    state, metrics = step(state, None, _fader_batch(i), jax.random.key(0))
+  assert np.isfinite(float(metrics['total']))
+  assert float(metrics['grad_norm']) > 0
+  for new, old in ((state.params, variables['params']),
+                   (state.batch_stats, variables['batch_stats'])):
+    new_dec, new_other = _decoder_split(new)
+    old_dec, old_other = _decoder_split(old)
+    assert all(np.array_equal(a, b) for a, b in zip(new_other, old_other))
+    assert all(not np.array_equal(a, b) for a, b in zip(new_dec, old_dec))
+  # Adam keeps moments for the decoder's parameters only.
+  moments = sum(l.size for l in jax.tree.leaves(state.opt_state))
+  dec_size = sum(l.size for l in _decoder_split(state.params)[0])
+  assert 2 * dec_size <= moments < 2 * dec_size + 8
