@@ -195,7 +195,12 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_parameters(
   _, straight, seconds = reference
   workdir = str(tmp_path / 'w')
   err_path = tmp_path / 'stderr'
-  proc = _start(_main_cmd(workdir), err_path)
+  # Without the session's compilation cache (tests/conftest.py) the run
+  # compiles everything, so it lasts at least as long as the reference did and
+  # the kill lands inside it.
+  env = {k: v for k, v in os.environ.items()
+         if k != 'JAX_COMPILATION_CACHE_DIR'}
+  proc = _start(_main_cmd(workdir), err_path, env)
   try:
     # Past the imports, the run takes about as long as the reference did; a
     # seeded fraction of that lands in a compile, a stage, an evaluation or a
