@@ -56,6 +56,11 @@ _EVAL_BATCH = 1000
 # ----------------------------------------------------------------- classifier
 
 
+class ClassifierError(ValueError):
+  """A classifier directory that cannot serve the run: another dataset or
+  config, or unreadable files. The message names the directory and the fix."""
+
+
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2 max-pool, stride 2, (B, H, W, C) -> (B, H // 2, W // 2, C).
 
@@ -458,7 +463,7 @@ def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
       return checkpointer.restore(path, abstract)
   except Exception as e:  # pylint: disable=broad-except
     # Missing, truncated or mismatched files all mean the same to the user.
-    raise RuntimeError(
+    raise ClassifierError(
         f'Cannot restore the classifier in {directory} ({type(e).__name__}: '
         f'{e}). Delete that directory to retrain it.') from e
 
@@ -507,7 +512,7 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
     with open(record_path) as f:
       record = json.load(f)
     if record['dataset'] != dataset or record['config'] != config:
-      raise ValueError(
+      raise ClassifierError(
           f'{directory} holds a classifier of dataset {record["dataset"]} with '
           f'config {record["config"]}, not the requested dataset {dataset} '
           f'with config {config}. Pass another directory, or delete that one '

@@ -30,6 +30,7 @@ import configs
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
+from jacdistill import evaluation
 from jacdistill import input_pipeline
 from jacdistill import parallel
 
@@ -76,7 +77,6 @@ def main(argv):
   hooks = chain.Hooks(should_stop=lambda: stop['requested'])
   try:
     if config.eval.classifier:
-      from jacdistill import evaluation  # pylint: disable=g-import-not-at-top
       clf_dir = (config.eval.classifier_dir or
                  evaluation.default_classifier_dir(config.data))
       logging.info('external classifier: %s', clf_dir)
@@ -87,6 +87,8 @@ def main(argv):
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {e}')
+  except evaluation.ClassifierError as e:
+    sys.exit(f'error: {" ".join(str(e).split())}')
   except chain.Preempted as e:
     sys.exit(f'preempted: {e}')
   for s in summary['stages']:

@@ -298,7 +298,7 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   assert scores['swap_acc'] == 1.0 and scores['mse'] == 0.0
 
   clf.hidden = 64
-  with pytest.raises(ValueError, match='another directory'):
+  with pytest.raises(evaluation.ClassifierError, match='another directory'):
     evaluation.load_or_train_classifier(data, clf, directory)
 
 
