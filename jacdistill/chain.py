@@ -49,7 +49,7 @@ class ConfigError(ValueError):
 
 
 class NonFiniteLossError(RuntimeError):
-  """A loss term became NaN or Inf; the last good checkpoint is kept."""
+  """A loss term became NaN or Inf; the stage's saved checkpoints are kept."""
 
 
 class Preempted(RuntimeError):
@@ -305,10 +305,13 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
       return
     bad = _first_nonfinite(history, step - len(history))
     if bad:
+      saved = ckpts.steps()
+      kept = (f'the last good checkpoint (step {saved[-1]}) in '
+              f'{ckpts.directory} is kept' if saved else
+              'no checkpoint of this stage was saved yet')
       raise NonFiniteLossError(
           f'loss term {bad[1]!r} is not finite at step {bad[0]} of stage '
-          f'{stage.index} (k={stage.dim}); training stopped, the last good '
-          f'checkpoint in {ckpts.directory} is kept')
+          f'{stage.index} (k={stage.dim}); training stopped, {kept}')
     last = _mean_metrics(history)
     writer.write_scalars(step, last)
     history = []
