@@ -26,7 +26,6 @@ import os
 from typing import Callable, Optional
 
 from absl import logging
-from clu import metric_writers
 import jax
 import ml_collections
 import numpy as np
@@ -365,8 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpts, state, start, elapsed = chain.open_stage(
         stage.dir, state, config.checkpoint.keep, total,
         f'stage {name} (code {stage.dim})')
-    writer = metric_writers.create_default_writer(
-        stage.dir, just_logging=jax.process_index() > 0)
+    writer = chain.StageWriter(stage.dir)
     try:
       last = {}
       if start < total:

@@ -48,6 +48,27 @@ class ConfigError(ValueError):
   """A config (or workdir) the run cannot use; the message says the fix."""
 
 
+class StageWriter:
+  """A stage's clu metric writer, created on its first write.
+
+  A finished stage that a rerun only restores writes nothing, so it gets no
+  new (empty) TensorBoard events file. Process 0 writes events; the others
+  only log.
+  """
+
+  def __init__(self, directory: str):
+    self._directory = directory
+    self._writer = None
+
+  def __getattr__(self, name):
+    if self._writer is None:
+      if name in ('flush', 'close'):
+        return lambda: None
+      self._writer = metric_writers.create_default_writer(
+          self._directory, just_logging=jax.process_index() > 0)
+    return getattr(self._writer, name)
+
+
 class NonFiniteLossError(RuntimeError):
   """A loss term became NaN or Inf; the stage's saved checkpoints are kept."""
 
@@ -429,8 +450,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpts, state, start, elapsed = open_stage(
         stage.dir, state, config.checkpoint.keep, total,
         f'stage {index} (k={dim})')
-    writer = metric_writers.create_default_writer(
-        stage.dir, just_logging=jax.process_index() > 0)
+    writer = StageWriter(stage.dir)
     try:
       last = {}
       if start < total:

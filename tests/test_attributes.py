@@ -142,10 +142,15 @@ def test_smoke_chain_teacher_and_one_student(smoke_run):
     assert 0.0 <= s['flip_acc'] <= 1.0 and np.isfinite(s['test_psnr'])
     assert os.path.exists(os.path.join(workdir, s['name'], 'edits.png'))
   assert 'attr' in teacher['train_losses'] and 'jac' in student['train_losses']
-  # A second run finds every stage done and retrains nothing.
+  # A second run finds every stage done, retrains nothing and adds no file
+  # (no empty TensorBoard events file either).
+  files = sorted(os.path.relpath(os.path.join(d, f), workdir)
+                 for d, _, names in os.walk(workdir) for f in names)
   again = attr_chain.train_and_evaluate(config, workdir, hooks)
   assert ([s['fingerprint'] for s in again['stages']] ==
           [s['fingerprint'] for s in summary['stages']])
+  assert sorted(os.path.relpath(os.path.join(d, f), workdir)
+                for d, _, names in os.walk(workdir) for f in names) == files
 
 
 def test_cycle_stage_trains_only_the_decoder(smoke_run):
