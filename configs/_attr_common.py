@@ -6,6 +6,8 @@ batch 64)."""
 
 import ml_collections
 
+import configs
+
 
 def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0, cycle_attr=0.0,
          cycle_z=0.0):
@@ -66,13 +68,7 @@ def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
   c.train.b2 = 0.999  # Adam beta2.
   c.train.clip_norm = 10.0  # Global-norm gradient clip (upstream Fader).
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 2000  # Save this often within a stage (and at its end).
-  c.checkpoint.keep = 2  # Checkpoints kept per stage (the older is the fallback).
-
-  c.log = ml_collections.ConfigDict()
-  c.log.every_steps = 100  # Average and write train metrics this often.
-  c.log.progress_seconds = 30.0  # At most this long between progress lines.
+  configs.add_checkpoint_and_log(c)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = eval_batch_size  # Test-set evaluation batch.

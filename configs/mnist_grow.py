@@ -14,6 +14,8 @@ The other growth configs import this one and change a few fields.
 
 import ml_collections
 
+import configs
+
 from jacdistill import input_pipeline
 
 
@@ -60,13 +62,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.train.b2 = 0.999  # Adam beta2.
   c.train.clip_norm = 0.0  # Global-norm gradient clip; 0 = none.
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 2000  # Save this often within a stage (and at its end).
-  c.checkpoint.keep = 2  # Checkpoints kept per stage (the older is the fallback).
-
-  c.log = ml_collections.ConfigDict()
-  c.log.every_steps = 100  # Average and write train metrics this often.
-  c.log.progress_seconds = 30.0  # At most this long between progress lines.
+  configs.add_checkpoint_and_log(c)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500  # Test-set evaluation batch.

@@ -493,9 +493,10 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
     A `ClassifierHandle`.
 
   Raises:
-    ValueError: `directory` holds a classifier of another dataset, limit or
-      config (pick another directory or delete that one), or a bad config.
-    RuntimeError: the record is there but the checkpoint cannot be read.
+    ClassifierError: `directory` holds a classifier of another dataset,
+      limit or config (pick another directory or delete that one), or its
+      record is there but the checkpoint cannot be read.
+    ValueError: a bad config.
     input_pipeline.DatasetUnavailableError: training needs data that is not
       there.
   """
