@@ -275,18 +275,14 @@ class FaderAutoencoder(nn.Module):
 
   def decode(self, code, train: bool = False):
     a = self.num_attributes
-    y_BxA = code[:, :a]
+    y = code[:, :a]
     z = code[:, a:].reshape(code.shape[0], 2, 2, self.nuisance)
-
-    def with_y(h):
-      y_b = jnp.broadcast_to(y_BxA[:, None, None, :], (*h.shape[:3], a))
-      return jnp.concatenate([y_b, h], axis=-1)
-
-    h = nn.relu(self.dec_bn[0](self.dec_in(with_y(z)),
-                               use_running_average=not train))
+    # Every up-conv sees y broadcast to its input's grid and concatenated in
+    # front of its channels (`layers.UpConv`'s `cond`).
+    h = nn.relu(self.dec_bn[0](self.dec_in(z, y), use_running_average=not train))
     for conv, bn in zip(self.dec[:-1], self.dec_bn[1:]):
-      h = nn.relu(bn(conv(with_y(h)), use_running_average=not train))
-    return jnp.tanh(self.dec[-1](with_y(h)))
+      h = nn.relu(bn(conv(h, y), use_running_average=not train))
+    return jnp.tanh(self.dec[-1](h, y))
 
   def __call__(self, x, train: bool = False):
     code = self.encode(x, train)

@@ -160,6 +160,23 @@ def swap_factors(code: jax.Array, perm: jax.Array, k: int) -> jax.Array:
   return code.at[:, :k].set(code[perm, :k])
 
 
+def decodes_each_example_alone(collection: Any) -> bool:
+  """Whether a train-mode decode treats every example on its own.
+
+  True when the model's decoder keeps no batch statistics (`collection` is
+  its `batch_stats`): then decoding two batches of codes as one batch of
+  twice the size gives the same rows, and a stage can run its plain and
+  swapped decodes as one pass (bigger matmuls, half the kernel launches).
+  """
+  return not any(jax.tree.leaves(models.decoder_mask(collection)))
+
+
+def _decode_both(decode: Callable, code: jax.Array, swapped: jax.Array):
+  """`decode` of `code` and of `swapped` as one batch; returns both parts."""
+  both = decode(jnp.concatenate([code, swapped]))
+  return both[:code.shape[0]], both[code.shape[0]:]
+
+
 def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
                  weights: LossWeights) -> Callable:
   """Builds `loss_fn(params, batch_stats, teacher_vars, batch, rng)`.
@@ -172,6 +189,11 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
   re-encoding uses the encoder's running BatchNorm statistics, as evaluation
   does and as a frozen teacher encodes for its students (upstream re-encodes
   with batch statistics).
+
+  The swap form decodes the plain and the swapped codes of the frozen teacher
+  (evaluation mode) as one batch, and those of the student too when its
+  decoder has no batch statistics (`decodes_each_example_alone`) and the
+  Jacobian term is weighted in; the rows are those of separate decodes.
   """
   k = factor_size(model, teacher)
   value_range = value_range_of(model)
@@ -186,49 +208,60 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
       out = model.apply(variables, *args, train=True, mutable=mutable, **kwargs)
       return out if mutable else (out, {})
 
-    (x_hat, code), updates = student_apply(x)
+    def student_decode(c):
+      return student_apply(c, method=model.decode)[0]
+
+    perm = jax.random.permutation(rng, x.shape[0])
+    swap = teacher is not None and weights.jacobian == 'swap'
+    if swap and weights.jac > 0 and decodes_each_example_alone(batch_stats):
+      code, updates = student_apply(x, method=model.encode)
+      x_hat, s_swapped = _decode_both(student_decode, code,
+                                      swap_factors(code, perm, k))
+    else:
+      (x_hat, code), updates = student_apply(x)
+      if swap:
+        s_swapped = student_decode(swap_factors(code, perm, k))
     y_s, w = code[:, :k], code[:, k:]
     terms = {'rec': losses.reconstruction(x, x_hat)}
     if w.shape[1] > 0:
       terms['xcov'] = losses.xcov(w, y_s)
     if 'attributes' in batch:
       terms['attr'] = losses.attribute_hinge(y_s, batch['attributes'])
-    perm = jax.random.permutation(rng, x.shape[0])
     if weights.cycle_attr > 0 or weights.cycle_z > 0:
       # Only the decoder learns from the cycle: its input code and the
       # re-encoding encoder are constants. Train-mode decode, its batch
       # statistics discarded as the swapped decode's are.
       c_in = jax.lax.stop_gradient(swap_factors(code, perm, k))
-      x_cycle, _ = student_apply(c_in, method=model.decode)
+      x_cycle = student_decode(c_in)
       frozen = jax.lax.stop_gradient(variables)
       c_re = model.apply(frozen, x_cycle, train=False, method=model.encode)
       terms['cycle_attr'], terms['cycle_z'] = losses.cycle_consistency(
           c_re, c_in, k)
     if teacher is not None:
-      t_out, t_code = teacher.apply(teacher_vars, x, train=False)
+      def teacher_decode(c):
+        return teacher.apply(teacher_vars, c, method=teacher.decode)
+
+      t_code = teacher.apply(teacher_vars, x, train=False,
+                             method=teacher.encode)
       y_t = t_code[:, :k]
       terms['lat'] = losses.latent_match(y_s, y_t)
-      if weights.jacobian == 'swap':
+      if swap:
         # A teacher whose code is all factor dims decodes the swapped code to
         # a permutation of its plain output; no second teacher pass needed.
         if t_code.shape[1] == k:
+          t_out = teacher_decode(t_code)
           t_swapped = t_out[perm]
         else:
-          t_swapped = teacher.apply(teacher_vars, swap_factors(t_code, perm, k),
-                                    method=teacher.decode)
-        s_swapped, _ = student_apply(swap_factors(code, perm, k),
-                                     method=model.decode)
+          t_out, t_swapped = _decode_both(teacher_decode, t_code,
+                                          swap_factors(t_code, perm, k))
         terms['jac'] = losses.swap_jacobian(x_hat, s_swapped, t_out, t_swapped)
       else:
-        def teacher_decode(y):
-          return teacher.apply(teacher_vars, t_code.at[:, :k].set(y),
-                               method=teacher.decode)
+        def teacher_decode_factors(y):
+          return teacher_decode(t_code.at[:, :k].set(y))
 
-        def student_decode(c):
-          return student_apply(c, method=model.decode)[0]
-
-        terms['jac'] = losses.jvp_jacobian(teacher_decode, student_decode, y_t,
-                                           code, y_t[perm] - y_t)
+        terms['jac'] = losses.jvp_jacobian(teacher_decode_factors,
+                                           student_decode, y_t, code,
+                                           y_t[perm] - y_t)
     total = sum(getattr(weights, name) * value for name, value in terms.items()
                 if getattr(weights, name) > 0)
     return total, (terms, updates.get('batch_stats', batch_stats))

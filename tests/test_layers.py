@@ -18,32 +18,88 @@ REFERENCES = {
 }
 
 
-@pytest.mark.parametrize('kind', sorted(REFERENCES))
-@pytest.mark.parametrize('shape', [(3, 8, 6, 5), (2, 2, 2, 4)])
-def test_layer_equals_flax_reference(kind, shape):
-  new_cls, ref_fn = REFERENCES[kind]
-  x = jax.random.normal(jax.random.key(0), shape)
-  ref, new = ref_fn(7), new_cls(7)
-  ref_vars = ref.init(jax.random.key(1), x)
-  new_vars = new.init(jax.random.key(1), x)
+def _assert_same_layer(ref, ref_fn, new, new_fn, args):
+  """`new_fn(new, vars, *args)` equals `ref_fn(ref, vars, *args)`: the same
+  initial variables, then the same outputs and gradients (w.r.t. the
+  variables and every argument) at random variables."""
+  ref_vars = jax.jit(lambda *a: ref.init(jax.random.key(1), *a))(
+      *ref_fn(None, None, *args, init=True))
+  new_vars = jax.jit(lambda *a: new.init(jax.random.key(1), *a))(*args)
   # Same leaves, shapes and initial values: checkpoints and growth unchanged.
   jax.tree.map(np.testing.assert_array_equal, ref_vars, new_vars)
   # Random (non-zero) biases too, then outputs and both gradients agree.
   variables = jax.tree.map(
       lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape),
       ref_vars)
-  out_ref, out_new = ref.apply(variables, x), new.apply(variables, x)
+  out_ref = ref_fn(ref, variables, *args)
+  out_new = new_fn(new, variables, *args)
   assert out_new.shape == out_ref.shape
-  np.testing.assert_allclose(out_new, out_ref, atol=2e-6)
+  np.testing.assert_allclose(out_new, out_ref, atol=2e-5, rtol=1e-5)
 
-  def loss(module):
-    return lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+  def loss(module, fn):
+    return lambda v, *a: jnp.sum(jnp.sin(fn(module, v, *a)))
 
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
-  g_new = jax.grad(loss(new), argnums=(0, 1))(variables, x)
+  argnums = tuple(range(len(args) + 1))
+  g_ref = jax.grad(loss(ref, ref_fn), argnums)(variables, *args)
+  g_new = jax.grad(loss(new, new_fn), argnums)(variables, *args)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, atol=5e-5,
                                                        rtol=1e-5),
                g_ref, g_new)
+
+
+def _plain(module, variables, x, init=False):
+  return (x,) if init else module.apply(variables, x)
+
+
+# (3, 8, 6, 5) and (2, 2, 2, 4) take the im2col down-conv, (2, 32, 32, 6) the
+# col2im one (`layers._down_prefers_col2im`); every up-conv is col2im.
+@pytest.mark.parametrize('kind', sorted(REFERENCES))
+@pytest.mark.parametrize('shape', [(3, 8, 6, 5), (2, 2, 2, 4), (2, 32, 32, 6)])
+def test_layer_equals_flax_reference(kind, shape):
+  new_cls, ref_cls = REFERENCES[kind]
+  x = jax.random.normal(jax.random.key(0), shape)
+  _assert_same_layer(ref_cls(7), _plain, new_cls(7), _plain, (x,))
+
+
+@pytest.mark.parametrize('shape', [(3, 2, 2, 5), (2, 8, 6, 4)])
+def test_conditioned_up_conv_equals_conv_of_concatenated_input(shape):
+  """`UpConv(f)(x, cond)` is the transposed conv of [broadcast cond, x]."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  cond = jax.random.normal(jax.random.key(3), (shape[0], 3))
+
+  def concatenated(module, variables, x, cond, init=False):
+    c_b = jnp.broadcast_to(cond[:, None, None], (*x.shape[:3], cond.shape[-1]))
+    xc = jnp.concatenate([c_b, x], axis=-1)
+    return (xc,) if init else module.apply(variables, xc)
+
+  def conditioned(module, variables, x, cond):
+    return module.apply(variables, x, cond)
+
+  ref = REFERENCES['up'][1](7)
+  _assert_same_layer(ref, concatenated, layers.UpConv(7), conditioned,
+                     (x, cond))
+
+
+def test_down_conv_forms_agree_on_every_shape_class():
+  """Both 2x2 conv forms compute the same VALID and padded convolutions."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
+  kernel = jax.random.normal(jax.random.key(1), (2, 2, 3, 6))
+  for padded in (False, True):
+    a = layers._conv_2x2(x, kernel, col2im=False, padded=padded)
+    b = layers._conv_2x2(x, kernel, col2im=True, padded=padded)
+    assert a.shape == ((2, 6, 5, 6) if padded else (2, 4, 3, 6))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_up_conv_constant_golden_value():
+  # A one-pixel input: the 4x4 transposed conv (SAME, stride 2) writes the
+  # kernel's middle 2x2 taps (rows/cols 1, 2 in reverse) to the 2x2 output.
+  kernel = jnp.arange(16.0).reshape(4, 4, 1, 1)
+  out = layers.up_conv_constant(jnp.ones((1, 1)), kernel, 1, 1)
+  # Output (p, q) takes tap (2 - p, 2 - q): 10, 9 / 6, 5.
+  np.testing.assert_array_equal(out[0, :, :, 0], [[10.0, 9.0], [6.0, 5.0]])
+  np.testing.assert_array_equal(
+      out, layers.up_conv(jnp.ones((1, 1, 1, 1)), kernel))
 
 
 def test_down_conv_golden_value():
