@@ -29,12 +29,12 @@ A 2x2 VALID conv is computed one of two ways (`_conv_2x2`):
   (B*H'*W', 4C) x (4C, O);
 - col2im: one matmul of every input pixel with all four taps,
   (B*H*W, C) x (C, 4O), then the sum of four shifted views of the products.
-im2col writes 4C numbers per output, col2im 4O per input and, on a padded
-input, no products of padding. An up-conv always takes col2im: it multiplies
-no border zeros, and was the faster on every layer of the Fader and SVHN
-models (2 cores: 1.3x-7.6x, fwd + bwd). A down-conv takes col2im where it
-writes fewer numbers and its extra border windows cost under 30% more
-multiplies (`_down_prefers_col2im`).
+`prefers_col2im` picks the one that writes fewer numbers unless it multiplies
+over 30% more: an up-conv's im2col multiplies the padding border, a
+down-conv's col2im the s2d border. In a Fader 64x64 student step that puts
+dec_in, dec_conv_0 and dec_conv_3 (the thin last layer) on col2im and
+dec_conv_1/2 on im2col: 979-1,046 ms per step against 1,148-1,191 ms with
+every up-conv on col2im (2 cores, alternating runs in one process).
 
 The conditioning vector is constant over the image, so its share of an
 up-conv's output is `cond @ M`, where M (A, 2H, 2W, O) is the layer's
@@ -94,10 +94,17 @@ def _conv_2x2(x: jax.Array, kernel: jax.Array, col2im: bool,
   return sum(views[1:], views[0])
 
 
-def _down_prefers_col2im(h: int, w: int, c: int, o: int) -> bool:
-  """col2im for a down-conv with (h, w) outputs from 4c-channel blocks."""
-  windows, outputs = (h + 1) * (w + 1), h * w
-  return windows * 4 * o < outputs * 16 * c and windows < 1.3 * outputs
+def prefers_col2im(windows: int, inputs: int, c: int, o: int) -> bool:
+  """Which form computes a 2x2 conv of `inputs` pixels into `windows` windows.
+
+  C input and O output channels. im2col writes 4C numbers per window and
+  multiplies at every window; col2im writes 4O per input pixel and multiplies
+  at every input pixel. The form that writes fewer numbers, unless it
+  multiplies over 30% more than the other.
+  """
+  if inputs * o < windows * c:
+    return inputs <= 1.3 * windows
+  return windows > 1.3 * inputs
 
 
 def down_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -113,8 +120,9 @@ def down_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   s2d = s2d.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2 + 1, w // 2 + 1, 4 * c)
   # Kernel tap t = 2a + b: (ah, bh, aw, bw, C, O) -> (ah, aw, (bh, bw, C), O).
   k = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5)
-  return _conv_2x2(s2d, k.reshape(2, 2, 4 * c, o),
-                   _down_prefers_col2im(h // 2, w // 2, c, o), padded=False)
+  col2im = prefers_col2im((h // 2) * (w // 2), (h // 2 + 1) * (w // 2 + 1),
+                          4 * c, o)
+  return _conv_2x2(s2d, k.reshape(2, 2, 4 * c, o), col2im, padded=False)
 
 
 def _phase_kernel(kernel: jax.Array) -> jax.Array:
@@ -133,9 +141,10 @@ def up_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Equal to `lax.conv_transpose(x, kernel, (2, 2), 'SAME')` (kernel not
   flipped, as `nn.ConvTranspose` calls it).
   """
-  b, h, w, _ = x.shape
+  b, h, w, c = x.shape
   o = kernel.shape[-1]
-  y = _conv_2x2(x, _phase_kernel(kernel), col2im=True, padded=True)
+  col2im = prefers_col2im((h + 1) * (w + 1), h * w, c, 4 * o)
+  y = _conv_2x2(x, _phase_kernel(kernel), col2im, padded=True)
   y = y.reshape(b, h + 1, w + 1, 2, 2, o)
   y = y.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h + 2, 2 * w + 2, o)
   return y[:, 1:-1, 1:-1]
