@@ -301,9 +301,10 @@ def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
         state.batch_stats, trainable_mask(state.batch_stats, trainable))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # Each global norm reads every parameter once; on the MLP student a third
+    # norm (of the update) cost ~0.3 ms of a ~8 ms step, so there are two.
     metrics = dict(terms, total=total, grad_norm=optax.tree.norm(grads),
                    param_norm=optax.tree.norm(params),
-                   update_norm=optax.tree.norm(updates),
                    learning_rate=jnp.asarray(learning_rate, jnp.float32))
     new_state = TrainState(step=state.step + 1, params=params,
                            batch_stats=batch_stats, opt_state=opt_state)

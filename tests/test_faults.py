@@ -332,7 +332,7 @@ def test_injected_nan_stops_with_step_stage_and_term_keeping_good_checkpoints(
       if poison:
         nan = jnp.float32(jnp.nan)
         metrics = dict(metrics, jac=nan, total=nan, grad_norm=nan,
-                       update_norm=nan, param_norm=nan)
+                       param_norm=nan)
         state = state.replace(params=jax.tree.map(lambda p: p * nan,
                                                   state.params))
       return state, metrics
