@@ -37,10 +37,12 @@ dec_conv_1/2 on im2col: 979-1,046 ms per step against 1,148-1,191 ms with
 every up-conv on col2im (2 cores, alternating runs in one process).
 
 The conditioning vector is constant over the image, so its share of an
-up-conv's output is `cond @ M`, where M (A, 2H, 2W, O) is the layer's
-response to constant unit maps: the kernel taps summed over the input pixels
-that reach each output pixel. That is A*4HW*O multiplies per example instead
-of A*16(H+1)(W+1)*O inside the conv, and no broadcast copy of `cond`.
+up-conv's output is linear in it alone (`up_conv_constant`): `cond` times
+each of the 16 kernel taps, (B, 4, 4, O), then per output pixel the sum of
+the taps through which some input pixel reaches it (`_tap_counts`). That is
+16*A*O multiplies per example and a small contraction instead of A more
+input channels in every window of the conv's matmul, and no broadcast copy
+of `cond`.
 """
 
 import functools
@@ -199,7 +201,7 @@ def _tap_counts(n: int) -> np.ndarray:
 def up_conv_constant(cond: jax.Array, kernel: jax.Array, h: int,
                      w: int) -> jax.Array:
   """`up_conv` of the (B, h, w, A) maps that repeat `cond` (B, A) at every
-  pixel, with `kernel` (4, 4, A, O): (B, 2h, 2w, O), as `cond @ M`."""
+  pixel, with `kernel` (4, 4, A, O): (B, 2h, 2w, O), without building them."""
   per_tap = jnp.einsum('ba,tuao->btuo', cond, kernel)
   return jnp.einsum('pt,qu,btuo->bpqo', _tap_counts(h), _tap_counts(w),
                     per_tap)
