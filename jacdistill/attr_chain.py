@@ -289,6 +289,13 @@ def _initial_variables(stage: _Stage, parent: Optional[tuple]):
   return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1))
 
 
+def classes_are_attributes(cfg) -> bool:
+  """Whether a run's attributes are its dataset's classes, one on per image
+  (the in-memory datasets), so an edit that switches a class on switches the
+  image's current class off (`attributes.edit_codes`'s `one_hot`)."""
+  return cfg.data.name in input_pipeline.IN_MEMORY_DATASETS
+
+
 def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
                     writer, predictor) -> dict:
   """Test PSNR, flip accuracy (with `predictor`, from `_flip_predictor`, if
@@ -311,8 +318,7 @@ def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
   out = {'test_mse': float(np.concatenate(mses).mean()),
          'test_psnr': sum(psnrs) / n}
   strength = cfg.eval.flip_strength
-  # In-memory datasets' attributes are their classes, one on per image.
-  one_hot = cfg.data.name in input_pipeline.IN_MEMORY_DATASETS
+  one_hot = classes_are_attributes(cfg)
   if predictor is not None:
     out.update(attributes.flip_accuracy(
         decode, predictor, codes[:cfg.eval.flip_examples or n], a,

@@ -14,7 +14,10 @@ CelebA's aligned 178x178 crops edits best). Attribute names are the run's
 data.attributes; an unknown name is an error that lists them. One
 grid row per image: input, reconstruction, one column per --set alone, one
 with every --set together (when there are several), then the sweep of
---sweep's attribute over --sweep_range (lo,hi,steps).
+--sweep's attribute over --sweep_range (lo,hi,steps). Where the attributes
+are a dataset's classes (Fashion-MNIST), setting one to a positive value
+also sets the image's current class to minus that value, as the flip
+accuracy does: one class stays on.
 """
 
 import os
@@ -29,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from jacdistill import attr_chain
+from jacdistill import attributes
 from jacdistill import checkpoint
 from jacdistill import evaluation
 from jacdistill import input_pipeline
@@ -107,10 +111,12 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
           train.to_float(images, attr_chain.VALUE_RANGE)))
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
 
+  one_hot = attr_chain.classes_are_attributes(config)
+
   def edited(pairs):
-    c = code.copy()
+    c = code
     for a, v in pairs:
-      c[:, a] = v
+      c = attributes.edit_codes(c, len(names), a, v, one_hot=one_hot)
     return decode(c)
 
   columns = [train.to_float(images, attr_chain.VALUE_RANGE), decode(code)]

@@ -194,14 +194,21 @@ def test_config_errors_name_the_field():
     attr_chain.validate(config)
 
 
-def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path):
+def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path,
+                                                    monkeypatch):
   from launch import manipulate  # pylint: disable=g-import-not-at-top
   _, workdir, _, _ = smoke_run
   path = str(tmp_path / 'in.png')
   rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
   Image.fromarray(rgb).save(path)
+  # Fashion-MNIST's attributes are its classes: every edit goes through
+  # edit_codes' one-hot rule, as the flip accuracy's do.
+  edit_codes, one_hot = attributes.edit_codes, []
+  monkeypatch.setattr(attributes, 'edit_codes', lambda *a, **k: (
+      one_hot.append(k['one_hot']), edit_codes(*a, **k))[1])
   grid = manipulate.manipulate(workdir, 'student8', [path],
                                ['sandal=1.5', 'bag=-1'])
+  assert one_hot == [True] * 4  # Two single edits, then both together.
   # Columns: input, reconstruction, two single edits, both together.
   assert grid.shape == (1 * 33 + 1, 5 * 33 + 1, 3)
   tiles = [grid[1:33, 1 + 33 * j:33 * (j + 1)] for j in range(5)]
