@@ -18,12 +18,16 @@ REFERENCES = {
 }
 
 
-def _assert_same_layer(ref, ref_fn, new, new_fn, args):
-  """`new_fn(new, vars, *args)` equals `ref_fn(ref, vars, *args)`: the same
-  initial variables, then the same outputs and gradients (w.r.t. the
-  variables and every argument) at random variables."""
-  ref_vars = jax.jit(lambda *a: ref.init(jax.random.key(1), *a))(
-      *ref_fn(None, None, *args, init=True))
+def _assert_same_layer(ref, new, args, ref_input=lambda *a: a):
+  """`new.apply(vars, *args)` equals `ref.apply(vars, *ref_input(*args))`:
+  the same initial variables, then the same outputs and gradients (w.r.t.
+  the variables and every argument) at random variables."""
+
+  def apply_ref(v, *a):
+    return ref.apply(v, *ref_input(*a))
+
+  ref_vars = jax.jit(lambda *a: ref.init(jax.random.key(1), *ref_input(*a)))(
+      *args)
   new_vars = jax.jit(lambda *a: new.init(jax.random.key(1), *a))(*args)
   # Same leaves, shapes and initial values: checkpoints and growth unchanged.
   jax.tree.map(np.testing.assert_array_equal, ref_vars, new_vars)
@@ -32,25 +36,21 @@ def _assert_same_layer(ref, ref_fn, new, new_fn, args):
       lambda a: a + 0.1 * jax.random.normal(jax.random.key(2), a.shape),
       ref_vars)
   # Jitted: one compile per function instead of one per eager primitive.
-  out_ref = jax.jit(lambda *a: ref_fn(ref, *a))(variables, *args)
-  out_new = jax.jit(lambda *a: new_fn(new, *a))(variables, *args)
+  out_ref = jax.jit(apply_ref)(variables, *args)
+  out_new = jax.jit(new.apply)(variables, *args)
   assert out_new.shape == out_ref.shape
   np.testing.assert_allclose(out_new, out_ref, atol=2e-5, rtol=1e-5)
 
-  def loss(module, fn):
-    return lambda v, *a: jnp.sum(jnp.sin(fn(module, v, *a)))
+  def loss(fn):
+    return lambda v, *a: jnp.sum(jnp.sin(fn(v, *a)))
 
   argnums = tuple(range(len(args) + 1))
-  g_ref = jax.jit(jax.grad(loss(ref, ref_fn), argnums))(variables, *args)
-  g_new = jax.jit(jax.grad(loss(new, new_fn), argnums))(variables, *args)
+  g_ref = jax.jit(jax.grad(loss(apply_ref), argnums))(variables, *args)
+  g_new = jax.jit(jax.grad(loss(new.apply), argnums))(variables, *args)
   # A kernel gradient of the 32x32 shapes sums 2,048 products per entry.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, atol=5e-5,
                                                        rtol=2e-4),
                g_ref, g_new)
-
-
-def _plain(module, variables, x, init=False):
-  return (x,) if init else module.apply(variables, x)
 
 
 # Per kind, which 2x2-conv form (`layers.prefers_col2im`) each shape takes
@@ -71,7 +71,7 @@ def test_test_shapes_cover_both_forms():
 def test_layer_equals_flax_reference(kind, shape):
   new_cls, ref_cls = REFERENCES[kind]
   x = jax.random.normal(jax.random.key(0), shape)
-  _assert_same_layer(ref_cls(7), _plain, new_cls(7), _plain, (x,))
+  _assert_same_layer(ref_cls(7), new_cls(7), (x,))
 
 
 @pytest.mark.parametrize('shape', [(3, 2, 2, 5), (2, 8, 6, 4)])
@@ -80,20 +80,15 @@ def test_conditioned_up_conv_equals_conv_of_concatenated_input(shape):
   x = jax.random.normal(jax.random.key(0), shape)
   cond = jax.random.normal(jax.random.key(3), (shape[0], 3))
 
-  def concatenated(module, variables, x, cond, init=False):
+  def concatenated(x, cond):
     c_b = jnp.broadcast_to(cond[:, None, None], (*x.shape[:3], cond.shape[-1]))
-    xc = jnp.concatenate([c_b, x], axis=-1)
-    return (xc,) if init else module.apply(variables, xc)
+    return (jnp.concatenate([c_b, x], axis=-1),)
 
-  def conditioned(module, variables, x, cond):
-    return module.apply(variables, x, cond)
-
-  ref = REFERENCES['up'][1](7)
-  _assert_same_layer(ref, concatenated, layers.UpConv(7), conditioned,
-                     (x, cond))
+  _assert_same_layer(REFERENCES['up'][1](7), layers.UpConv(7), (x, cond),
+                     ref_input=concatenated)
 
 
-def test_down_conv_forms_agree_on_every_shape_class():
+def test_both_2x2_conv_forms_agree_valid_and_padded():
   """Both 2x2 conv forms compute the same VALID and padded convolutions."""
   x = jax.random.normal(jax.random.key(0), (2, 5, 4, 3))
   kernel = jax.random.normal(jax.random.key(1), (2, 2, 3, 6))
