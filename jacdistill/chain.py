@@ -18,7 +18,6 @@ import time
 from typing import Any, Callable, Optional
 
 from absl import logging
-from clu import metric_writers
 import flax.linen as nn
 import jax
 import ml_collections
@@ -53,7 +52,8 @@ class StageWriter:
 
   A finished stage that a rerun only restores writes nothing, so it gets no
   new (empty) TensorBoard events file. Process 0 writes events; the others
-  only log.
+  only log. clu's writers import TensorFlow (seconds of start-up), so a run
+  that stops before its first write (a config error, `--help`) never does.
   """
 
   def __init__(self, directory: str):
@@ -64,6 +64,7 @@ class StageWriter:
     if self._writer is None:
       if name in ('flush', 'close'):
         return lambda: None
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._writer = metric_writers.create_default_writer(
           self._directory, just_logging=jax.process_index() > 0)
     return getattr(self._writer, name)
