@@ -62,8 +62,10 @@ WORKER = textwrap.dedent('''
 
 
 def test_eight_devices_equal_one():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
+  # Appended, so the worker also compiles with the tests' flags (conftest.py).
+  flags = os.environ.get('XLA_FLAGS', '')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
+      flags + ' --xla_force_host_platform_device_count=8').strip())
   out = subprocess.run([sys.executable, '-c', WORKER], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
