@@ -45,3 +45,15 @@ os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.3'
 jax.config.update('jax_compilation_cache_dir',
                   os.environ['JAX_COMPILATION_CACHE_DIR'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.3)
+
+
+def pytest_unconfigure(config):
+  """Drops JAX's tracing and compilation caches before pytest's final sweep.
+
+  pytest ends a session with five full `gc.collect()` passes (its
+  unraisable-exception check), each slow over a worker's hundreds of cached
+  jaxprs and executables; past 5 s, pytest-xdist's execnet interrupts the
+  worker with a SIGINT and a `KeyboardInterrupt` traceback lands in the log.
+  """
+  del config
+  jax.clear_caches()
