@@ -100,7 +100,7 @@ def test_student_with_zero_supervision_equals_plain_autoencoder_step():
     b, mb = plain(b, None, _batch(i), jax.random.key(2))
   # The two programs differ (one has more outputs), so XLA may round a fused
   # multiply-add differently: under the tests' compiler flags (conftest.py)
-  # 6 of 50k parameters end 1 ulp apart after 3 steps. A weighted-in term
+  # 6 of 52k parameters end 1 ulp apart after 3 steps. A weighted-in term
   # would move them by Adam steps of ~1e-3.
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_max_ulp(np.asarray(x), np.asarray(y), maxulp=2)
