@@ -39,7 +39,7 @@ def _assert_same_layer(ref, new, args, ref_input=lambda *a: a):
   out_ref = jax.jit(apply_ref)(variables, *args)
   out_new = jax.jit(new.apply)(variables, *args)
   assert out_new.shape == out_ref.shape
-  np.testing.assert_allclose(out_new, out_ref, atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(out_new, out_ref, atol=2e-6)
 
   def loss(fn):
     return lambda v, *a: jnp.sum(jnp.sin(fn(v, *a)))
