@@ -17,7 +17,8 @@ Train-step cases feed one fixed random uint8 batch already on the device, so
 they measure the step, not the data. Each timed step is synchronised with
 `jax.block_until_ready`; `ms_per_step` is the median. FLOPs are XLA's own count
 for the compiled step (`cost_analysis`), so `gflop_per_s` is comparable across
-machines and flags (set XLA_FLAGS in the environment; it is echoed back).
+machines and flags (set XLA_FLAGS in the environment; it is echoed back, as
+are the options `train.step_compiler_options` compiles train steps with).
 On a shared machine read `cpu_ms_per_step` and `load_avg_1min` beside the wall
 times: other processes' work inflates the latter.
 """
@@ -192,7 +193,8 @@ def main(argv):
             'device': f'{device.platform}:{device.device_kind}',
             'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
             'jax_version': jax.__version__,
-            'xla_flags': os.environ.get('XLA_FLAGS', '')}
+            'xla_flags': os.environ.get('XLA_FLAGS', ''),
+            'compiler_options': train.step_compiler_options()}
   if case == 'data':
     result.update(time_data(batch_size, _STEPS.value, _WARMUP.value,
                             _SEED.value, _IDX_DIR.value))
