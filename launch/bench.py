@@ -20,7 +20,9 @@ for the compiled step (`cost_analysis`), so `gflop_per_s` is comparable across
 machines and flags (set XLA_FLAGS in the environment; it is echoed back, as
 are the options `train.step_compiler_options` compiles train steps with).
 On a shared machine read `cpu_ms_per_step` and `load_avg_1min` beside the wall
-times: other processes' work inflates the latter.
+times: other processes' work inflates the latter. `matmul_gflop_per_s` is the
+rate of a 1024^3 float32 matmul on the same device just before the timed
+steps: the machine's speed at that minute, to read the step times against.
 """
 
 import json
@@ -152,6 +154,19 @@ def time_step(step, variables, tx, teacher_vars, batch, steps, warmup, seed):
   }
 
 
+def matmul_rate(repeats=20):
+  """GFLOP/s of a jitted 1024^3 float32 matmul (median of `repeats`)."""
+  a = jnp.ones((1024, 1024), jnp.float32)
+  matmul = jax.jit(jnp.matmul).lower(a, a).compile()
+  jax.block_until_ready(matmul(a, a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a, a))
+    times.append(time.perf_counter() - start)
+  return 2 * 1024 ** 3 / statistics.median(times) / 1e9
+
+
 def time_data(batch_size, steps, warmup, seed, idx_dir):
   """Times `Batcher.batch` plus `jax.device_put` of Fashion-MNIST train."""
   config = ml_collections.ConfigDict(
@@ -204,6 +219,7 @@ def main(argv):
     result['ratio'] = train_result['ms_per_step'] / result['ms_per_batch']
   else:
     parts = build_case(case, batch_size, _JACOBIAN.value, _SEED.value)
+    result['matmul_gflop_per_s'] = matmul_rate()
     result.update(time_step(*parts, _STEPS.value, _WARMUP.value, _SEED.value))
   # Other processes on the cores inflate every wall time: say how busy they were.
   result['load_avg_1min'] = os.getloadavg()[0]
