@@ -272,10 +272,11 @@ def make_loss_fn(model: nn.Module, teacher: Optional[nn.Module],
 
 # XLA:CPU (jaxlib 0.10) hands every dot to YNNPACK by default. On the MLP
 # student step (batch 128, widths 7-784) XLA's own (Eigen) dots are faster:
-# 7.98-9.45 ms against 8.67-10.54 ms per step, alternating in one process on
-# a 2-core AMD EPYC (`launch/bench.py`'s case); the 64x64 conv student is the
-# same within noise (888 against 924 ms, 1,019 against 988 ms). This keeps
-# YNNPACK for reductions, the other half of its default list.
+# 6.94-9.45 ms against 7.68-10.54 ms median per step in six runs, each
+# alternating both in one process on a 2-core AMD EPYC (`launch/bench.py`'s
+# case); the 64x64 conv student is the same within noise (888 against 924 ms,
+# 1,019 against 988 ms). YNNPACK keeps the reductions, the other half of its
+# default list.
 _CPU_COMPILER_OPTIONS = {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}
 
