@@ -293,11 +293,11 @@ def test_train_step_compiles_its_dots_with_xla_on_cpu():
   state = train.create_train_state(s_vars, tx)
   step = train.make_train_step(STUDENT, TEACHER, tx, UPSTREAM)
   lowered = step.lower(state, t_vars, _batch(), jax.random.key(0))
+  with_ynn_dots = lowered.compile({'xla_cpu_experimental_ynn_fusion_type':
+                                   'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'})
+  if not _ynn_computations_with_dots(with_ynn_dots.as_text()):
+    pytest.skip('YNNPACK takes no dots on this CPU')
   assert _ynn_computations_with_dots(lowered.compile().as_text()) == set()
-  # The check can fail: with YNNPACK's dots allowed it finds them.
-  default = lowered.compile({'xla_cpu_experimental_ynn_fusion_type':
-                             'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'})
-  assert _ynn_computations_with_dots(default.as_text())
 
 
 def test_step_compiler_options_are_dropped_where_xla_lacks_them(monkeypatch):
