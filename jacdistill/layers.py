@@ -88,7 +88,8 @@ def _conv_2x2(x: jax.Array, kernel: jax.Array, col2im: bool,
   return _sum_taps(z, padded)
 
 
-def _sum_taps_fwd_impl(z: jax.Array, padded: bool) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _sum_taps(z: jax.Array, padded: bool) -> jax.Array:
   """(B, H, W, 4, O) tap products -> the 2x2 conv's windows.
 
   Window J sums tap (a, b) of input pixel J + (a, b) (VALID) or of
@@ -104,13 +105,8 @@ def _sum_taps_fwd_impl(z: jax.Array, padded: bool) -> jax.Array:
   return sum(views[1:], views[0])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _sum_taps(z: jax.Array, padded: bool) -> jax.Array:
-  return _sum_taps_fwd_impl(z, padded)
-
-
 def _sum_taps_fwd(z, padded):
-  return _sum_taps_fwd_impl(z, padded), None
+  return _sum_taps(z, padded), None
 
 
 def _sum_taps_bwd(padded, _, dy):
