@@ -307,3 +307,34 @@ def test_step_compiler_options_are_dropped_where_xla_lacks_them(monkeypatch):
     assert train.step_compiler_options() == {}
   finally:
     train.step_compiler_options.cache_clear()
+
+
+def _copied_entry_parameters(hlo_text):
+  """Shapes of the entry computation's parameters that the program copies."""
+  entry = hlo_text[hlo_text.index('\nENTRY'):].split('\n}')[0].splitlines()
+  shapes = {line.split('=')[0].strip(): line.split('=')[1].split()[0]
+            for line in entry if ' parameter(' in line}
+  return [shapes[line.split(' copy(')[1].split(')')[0]] for line in entry
+          if ' copy(' in line
+          and line.split(' copy(')[1].split(')')[0] in shapes]
+
+
+def test_step_updates_the_donated_parameters_in_place():
+  t_vars, s_vars = _teacher_and_student()
+  tx = train.make_optimizer(1e-3, weight_decay=1e-6)
+  state = train.create_train_state(s_vars, tx)
+  step = train.make_train_step(STUDENT, TEACHER, tx, UPSTREAM)
+  compiled = step.lower(state, t_vars, _batch(), jax.random.key(0)).compile()
+  # Only the step counter (a scalar) may be copied, no parameter array.
+  assert all(shape.endswith('[]') for shape in
+             _copied_entry_parameters(compiled.as_text()))
+
+
+def test_after_leaves_every_value_and_dtype_as_it_was():
+  tree = {'a': jnp.array([1.5, -0.0, 3e38], jnp.float32),
+          'b': jnp.array([[2.0, -7.25]], jnp.bfloat16)}
+  for norm in (0.0, 3.5, float('inf')):
+    out = jax.jit(train._after)(tree, jnp.float32(norm))
+    assert jax.tree.map(lambda x: x.dtype, out) == jax.tree.map(
+        lambda x: x.dtype, tree)
+    assert _leaves_equal(out, tree)
