@@ -23,10 +23,14 @@ On a shared machine read `cpu_ms_per_step` and `load_avg_1min` beside the wall
 times: other processes' work inflates the latter. `matmul_gflop_per_s` is the
 rate of a 1024^3 float32 matmul on the same device just before the timed
 steps: the machine's speed at that minute, to read the step times against.
+With `--dots`, every dot of the compiled step is also timed on its own and
+`dots_ms` is their sum: how much of `ms_per_step` the matmuls alone take.
 """
 
 import json
+import math
 import os
+import re
 import statistics
 import time
 
@@ -63,6 +67,9 @@ _IDX_DIR = flags.DEFINE_string('idx_dir', input_pipeline.DEFAULT_IDX_DIR,
                                'Fashion-MNIST idx files, for --case data.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Initialisation and data seed.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object.')
+_DOTS = flags.DEFINE_bool(
+    'dots', False, 'Train-step cases: also time every dot of the compiled '
+    'step on its own (`time_dots`) and report their sum, `dots_ms`.')
 
 
 def _init(model, seed):
@@ -167,6 +174,80 @@ def matmul_rate(repeats=20):
   return 2 * 1024 ** 3 / statistics.median(times) / 1e9
 
 
+_DOT = re.compile(r'= f32\[[\d,]*\]\S* dot\(%(\S+), %(\S+)\), '
+                  r'lhs_contracting_dims=\{(\d+)\}, '
+                  r'rhs_contracting_dims=\{(\d+)\}')
+_F32 = re.compile(r'%(\S+) = f32\[([\d,]*)\]')
+
+
+def compiled_dots(hlo_text):
+  """The f32 dots of a compiled program's text.
+
+  Returns `(dots, others)`: `dots` lists `(lhs shape, rhs shape, lhs
+  contracting dim, rhs contracting dim)` of every dot with one contracting
+  dim and no batch dims; `others` counts the dots not of that form (not
+  timed). A backend that emits its matmuls as library calls has none.
+  """
+  shapes = {name: tuple(int(d) for d in dims.split(',') if d)
+            for name, dims in _F32.findall(hlo_text)}
+  dots, others = [], 0
+  for line in hlo_text.splitlines():
+    if ' dot(' not in line:
+      continue
+    match = _DOT.search(line)
+    if match is None or 'batch_dims' in line:
+      others += 1
+      continue
+    lhs, rhs, lhs_dim, rhs_dim = match.groups()
+    dots.append((shapes[lhs], shapes[rhs], int(lhs_dim), int(rhs_dim)))
+  return dots, others
+
+
+def _dot_chain_ms(lhs, rhs, numbers, length, calls):
+  """ms per dot of a jitted chain of `length` dots of `lhs` and `rhs`.
+
+  Each dot's output element [0, 0] is written into `lhs` (in place) before
+  the next dot, so each dot waits for the one before and XLA can neither
+  merge nor reorder them.
+  """
+  def chain(lhs, rhs):
+    out = jax.lax.dot_general(lhs, rhs, numbers)
+    for _ in range(length - 1):
+      lhs = jax.lax.dynamic_update_slice(lhs, out[:1, :1], (0, 0))
+      out = jax.lax.dot_general(lhs, rhs, numbers)
+    return out
+  compiled = jax.jit(chain).lower(lhs, rhs).compile(
+      train.step_compiler_options())
+  jax.block_until_ready(compiled(lhs, rhs))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(lhs, rhs))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times) / length
+
+
+def time_dots(dots, length=20, calls=15):
+  """Times each dot of `compiled_dots` on its own, in a chain of `length`
+  (median of `calls`), with the train steps' compiler options.
+
+  Returns the number of dots, their GFLOP and `dots_ms`, the sum of their
+  times: what the step's matmuls alone would take, one after another.
+  """
+  ms, gflop = {}, 0.0
+  for dot in dots:
+    lhs_shape, rhs_shape, lhs_dim, rhs_dim = dot
+    gflop += 2 * math.prod(lhs_shape) * math.prod(rhs_shape) / (
+        rhs_shape[rhs_dim] * 1e9)
+    if dot not in ms:
+      lhs = jax.random.normal(jax.random.key(0), lhs_shape)
+      rhs = jax.random.normal(jax.random.key(1), rhs_shape)
+      numbers = (((lhs_dim,), (rhs_dim,)), ((), ()))
+      ms[dot] = _dot_chain_ms(lhs, rhs, numbers, length, calls)
+  return {'dots': len(dots), 'dot_gflop': gflop,
+          'dots_ms': sum(ms[dot] for dot in dots)}
+
+
 def time_data(batch_size, steps, warmup, seed, idx_dir):
   """Times `Batcher.batch` plus `jax.device_put` of Fashion-MNIST train."""
   config = ml_collections.ConfigDict(
@@ -199,6 +280,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   case = _CASE.value
   batch_size = DEFAULT_BATCH[case] if _BATCH.value is None else _BATCH.value
+  if _DOTS.value and case == 'data':
+    raise app.UsageError('--dots times a train step\'s dots; --case data has '
+                         'no step of its own')
   if batch_size < 1 or _STEPS.value < 1 or _WARMUP.value < 0:
     raise app.UsageError(f'need --batch >= 1, --steps >= 1 and --warmup >= 0; '
                          f'got {batch_size}, {_STEPS.value}, {_WARMUP.value}')
@@ -221,6 +305,13 @@ def main(argv):
     parts = build_case(case, batch_size, _JACOBIAN.value, _SEED.value)
     result['matmul_gflop_per_s'] = matmul_rate()
     result.update(time_step(*parts, _STEPS.value, _WARMUP.value, _SEED.value))
+    if _DOTS.value:
+      step, variables, tx, teacher_vars, batch = parts
+      state = train.create_train_state(variables, tx)
+      dots, others = compiled_dots(step.lower(
+          state, teacher_vars, batch, jax.random.key(_SEED.value)).compile()
+                                   .as_text())
+      result.update(time_dots(dots), untimed_dots=others)
   # Other processes on the cores inflate every wall time: say how busy they were.
   result['load_avg_1min'] = os.getloadavg()[0]
   if _JSON.value:
@@ -237,6 +328,10 @@ def main(argv):
           f'{result["gflop_per_s"]:.1f} GFLOP/s, compile '
           f'{result["compile_s"]:.2f} s [{result["device"]}, '
           f'jax {result["jax_version"]}]')
+    if _DOTS.value:
+      print(f'its {result["dots"]} dots ({result["dot_gflop"]:.3f} GFLOP), '
+            f'each timed alone: {result["dots_ms"]:.2f} ms in all; '
+            f'{result["untimed_dots"]} other dots not timed')
 
 
 if __name__ == '__main__':
