@@ -161,17 +161,22 @@ def time_step(step, variables, tx, teacher_vars, batch, steps, warmup, seed):
   }
 
 
+def _median_call_s(compiled, args, calls):
+  """Median seconds of `calls` synchronised calls, after one untimed call."""
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
 def matmul_rate(repeats=20):
   """GFLOP/s of a jitted 1024^3 float32 matmul (median of `repeats`)."""
   a = jnp.ones((1024, 1024), jnp.float32)
   matmul = jax.jit(jnp.matmul).lower(a, a).compile()
-  jax.block_until_ready(matmul(a, a))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a, a))
-    times.append(time.perf_counter() - start)
-  return 2 * 1024 ** 3 / statistics.median(times) / 1e9
+  return 2 * 1024 ** 3 / _median_call_s(matmul, (a, a), repeats) / 1e9
 
 
 _DOT = re.compile(r'= f32\[[\d,]*\]\S* dot\(%(\S+), %(\S+)\), '
@@ -218,13 +223,7 @@ def _dot_chain_ms(lhs, rhs, numbers, length, calls):
     return out
   compiled = jax.jit(chain).lower(lhs, rhs).compile(
       train.step_compiler_options())
-  jax.block_until_ready(compiled(lhs, rhs))
-  times = []
-  for _ in range(calls):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(lhs, rhs))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times) / length
+  return 1e3 * _median_call_s(compiled, (lhs, rhs), calls) / length
 
 
 def time_dots(dots, length=20, calls=15):
