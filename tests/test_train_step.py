@@ -310,13 +310,23 @@ def test_step_compiler_options_are_dropped_where_xla_lacks_them(monkeypatch):
 
 
 def _copied_entry_parameters(hlo_text):
-  """Shapes of the entry computation's parameters that the program copies."""
+  """Shapes of the entry computation's parameters that the program copies
+  as they are (same shape and layout: not a transpose, a duplicate)."""
   entry = hlo_text[hlo_text.index('\nENTRY'):].split('\n}')[0].splitlines()
-  shapes = {line.split('=')[0].strip(): line.split('=')[1].split()[0]
-            for line in entry if ' parameter(' in line}
-  return [shapes[line.split(' copy(')[1].split(')')[0]] for line in entry
-          if ' copy(' in line
-          and line.split(' copy(')[1].split(')')[0] in shapes]
+
+  def name_and_shape(line):
+    name, rest = line.split('=', 1)
+    return name.strip(), rest.split()[0]
+
+  shapes = dict(name_and_shape(line) for line in entry
+                if ' parameter(' in line)
+  copied = []
+  for line in entry:
+    if ' copy(' in line:
+      source = line.split(' copy(')[1].split(')')[0]
+      if shapes.get(source) == name_and_shape(line)[1]:
+        copied.append(shapes[source])
+  return copied
 
 
 def test_step_updates_the_donated_parameters_in_place():
