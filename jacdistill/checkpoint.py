@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jacdistill import paths
+
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a stage can be used; the message names the directory."""
@@ -50,9 +52,11 @@ class Checkpoints:
 
   def __init__(self, directory: str, max_to_keep: int = 2,
                async_save: bool = True):
-    self.directory = directory
+    # Orbax reads and writes absolute paths only (a relative one fails every
+    # read with a ValueError that looks like a corrupt checkpoint).
+    self.directory = paths.absolute(directory)
     self._manager = ocp.CheckpointManager(
-        directory,
+        self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True,
             enable_async_checkpointing=async_save),
@@ -90,7 +94,7 @@ class Checkpoints:
     if not steps:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    errors = []
+    errors, unopened = [], False
     for step in reversed(steps):
       try:
         differences = _differences(
@@ -106,6 +110,10 @@ class Checkpoints:
                         'older one', self.directory, step, type(e).__name__,
                         (str(e).splitlines() or [''])[0][:300])
         errors.append(f'step {step}: {type(e).__name__}')
+        # Only a checkpoint that was read and found bad may be thrown away;
+        # one the filesystem would not open (permissions, a vanished mount)
+        # may be intact.
+        unopened |= isinstance(e, OSError)
         continue
       if differences:
         more = (f' (and {len(differences) - 3} more)' if len(differences) > 3
@@ -116,9 +124,15 @@ class Checkpoints:
             'model config or code version; resume with that one, or use a '
             'new --workdir.')
       return out['state'], dict(out['record']), step
+    if unopened:
+      advice = ('Some could not be opened: check that the directory is '
+                'readable, then run the same command again.')
+    else:
+      advice = ('They were read and found corrupt: move the directory away '
+                'to retrain this stage from scratch.')
     raise CheckpointError(
         f'no readable checkpoint in {self.directory} ({"; ".join(errors)}). '
-        'Move the directory away to retrain this stage from scratch.')
+        f'{advice}')
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -39,6 +39,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from jacdistill import input_pipeline
+from jacdistill import paths
 
 # Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
 NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
@@ -457,7 +458,7 @@ def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
-  path = os.path.join(os.path.abspath(directory), CHECKPOINT_SUBDIR)
+  path = os.path.join(paths.absolute(directory), CHECKPOINT_SUBDIR)
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       return checkpointer.restore(path, abstract)
@@ -540,7 +541,7 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   with ocp.StandardCheckpointer() as checkpointer:
     # force: a checkpoint without its record is a leftover of an interrupted
     # save and is overwritten.
-    checkpointer.save(os.path.join(os.path.abspath(directory),
+    checkpointer.save(os.path.join(paths.absolute(directory),
                                    CHECKPOINT_SUBDIR), variables, force=True)
     checkpointer.wait_until_finished()
   record = {'dataset': dataset, 'test_accuracy': test_accuracy,

@@ -33,6 +33,7 @@ from jacdistill import checkpoint
 from jacdistill import evaluation
 from jacdistill import input_pipeline
 from jacdistill import parallel
+from jacdistill import paths
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, with an optional :variant.', lock_config=True)
@@ -61,7 +62,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet_orbax)
   parallel.maybe_initialize_distributed()
   config = _CONFIG.value
-  workdir = os.path.abspath(_WORKDIR.value or _default_workdir())
+  workdir = paths.absolute(_WORKDIR.value or _default_workdir())
   stop = {'requested': False}
 
   def on_sigterm(signum, frame):

@@ -214,6 +214,12 @@ def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path,
   tiles = [grid[1:33, 1 + 33 * j:33 * (j + 1)] for j in range(5)]
   for edited in tiles[2:]:
     assert np.abs(edited.astype(int) - tiles[1]).max() > 0
+  # The README's form: a workdir relative to the current directory reads
+  # the same checkpoints (orbax itself takes absolute paths only).
+  monkeypatch.chdir(os.path.dirname(workdir))
+  relative = manipulate.manipulate(os.path.basename(workdir), 'student8',
+                                   [path], ['sandal=1.5', 'bag=-1'])
+  np.testing.assert_array_equal(relative, grid)
   with pytest.raises(manipulate.ManipulateError, match="unknown attribute 'x'"):
     manipulate.manipulate(workdir, 'teacher', [path], ['x=1'])
   with pytest.raises(manipulate.ManipulateError, match='cannot read image'):
