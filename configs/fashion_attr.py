@@ -39,6 +39,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.data.idx_dir = input_pipeline.DEFAULT_IDX_DIR  # Where the idx files are.
   c.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir; None = default.
   c.data.limit = 0  # Use only the first `limit` examples of each split; 0 = all.
+  c.data.validation = 0  # Hold the last N training images out (eval.split='validation').
   c.data.image_size = 32  # Images are zero padded 28 -> 32 (a size the model takes).
   # Attribute names, in code order (class i is attribute i).
   c.data.attributes = ('tshirt', 'trouser', 'pullover', 'dress', 'coat',

@@ -29,13 +29,18 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.data.idx_dir = input_pipeline.DEFAULT_IDX_DIR  # Where the idx files are.
   c.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir; None = tfds default.
   c.data.limit = 0  # Use only the first `limit` examples of each split; 0 = all.
+  # Hold the last N training images out as a validation split, scored at
+  # every stage beside the test split; 0 = train on all (upstream).
+  c.data.validation = 0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'mlp'  # 'mlp' (28x28 images) or 'conv' (32x32x3 images).
   c.model.hidden = (256, 128, 64)  # Encoder widths; the decoder mirrors them.
   c.model.channels = (32, 64, 128)  # Conv widths (conv model only).
   c.model.conv_hidden = 256  # Dense width around the code (conv model only).
-  c.model.code_norm = True  # BatchNorm (no affine) on the code, as upstream's teacher.
+  # BatchNorm (no affine) on the code: 'first' the stage-0 teacher only
+  # (upstream), 'all' every stage, 'none' no stage.
+  c.model.code_norm = 'first'
   c.model.output = 'sigmoid'  # 'sigmoid' for pixels in [0,1], 'tanh' for [-1,1].
 
   c.growth = ml_collections.ConfigDict()

@@ -143,8 +143,8 @@ def _validate_data(config) -> None:
     if config.model.image_channels != 3:
       raise ConfigError(f'model.image_channels={config.model.image_channels} '
                         'but CelebA images are RGB; set it to 3')
-  splits = (('test',) if data.name in input_pipeline.IN_MEMORY_DATASETS
-            else ('validation', 'test'))
+  splits = (('validation', 'test') if data.name == input_pipeline.CELEB_A
+            or data.get('validation', 0) else ('test',))
   if config.eval.split not in splits:
     raise ConfigError(f'eval.split={config.eval.split!r} is not one of '
                       f'{splits} for {data.name}')
@@ -182,7 +182,7 @@ class _Stage:
         config.train.learning_rate, config.train.weight_decay,
         config.train.b1, config.train.b2, config.train.clip_norm,
         trainable=self.trainable)
-    self.rng = jax.random.fold_in(jax.random.key(config.seed), index)
+    self.keys = train.stage_keys(config.seed, index)
 
 
 class _AttributeBatcher:
@@ -284,9 +284,9 @@ def _flip_predictor(config, classifier) -> Callable:
 
 def _initial_variables(stage: _Stage, parent: Optional[tuple]):
   if parent is None:
-    return jax.jit(stage.model.init)(jax.random.fold_in(stage.rng, 0),
+    return jax.jit(stage.model.init)(stage.keys.init,
                                      models.example_input(stage.model))
-  return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1))
+  return growth.grow(parent[1], stage.model, stage.keys.growth)
 
 
 def classes_are_attributes(cfg) -> bool:
@@ -298,25 +298,22 @@ def classes_are_attributes(cfg) -> bool:
 
 def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
                     writer, predictor) -> dict:
-  """Test PSNR, flip accuracy (with `predictor`, from `_flip_predictor`, if
-  not None) and the edit grid of a finished stage."""
+  """PSNR and flip accuracy (with `predictor`, from `_flip_predictor`, if
+  not None) of a finished stage on `eval.split`, as `{split: {metric:
+  value}}`, and the edit grid of its first images."""
   cfg = stage.config
   a = cfg.model.num_attributes
   n = len(test_images)
   model = stage.model
   eval_fn = train.make_eval_step(model)
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
-  codes, psnrs, mses = [], [], []
+  codes, mses = [], []
   for i in range(0, n, cfg.eval.batch_size):
-    images = test_images[i:i + cfg.eval.batch_size]
-    x_hat, code, mse = eval_fn(variables, images)
+    _, code, mse = eval_fn(variables, test_images[i:i + cfg.eval.batch_size])
     codes.append(np.asarray(code))
     mses.append(np.asarray(mse) / 4.0)  # In [0, 1] pixel units.
-    psnrs.append(len(images) * float(attributes.psnr(
-        train.to_float(images, VALUE_RANGE), x_hat, 2.0)))
   codes = np.concatenate(codes)
-  out = {'test_mse': float(np.concatenate(mses).mean()),
-         'test_psnr': sum(psnrs) / n}
+  out = evaluation.reconstruction_scores(np.concatenate(mses))
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
   if predictor is not None:
@@ -333,9 +330,10 @@ def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
   if jax.process_index() == 0:
     pictures.save_png(os.path.join(stage.dir, 'edits.png'), grid)
   writer.write_images(0, {'edits': grid[None]})
-  writer.write_scalars(0, {f'test/{k}': v for k, v in out.items()
+  split = cfg.eval.split
+  writer.write_scalars(0, {f'{split}/{k}': v for k, v in out.items()
                            if np.isscalar(v)})
-  return out
+  return {split: out}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -393,9 +391,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         done[name] = entry
         summary['stages'] = [done[n] for n in order if n in done]
         chain._write_summary(workdir, summary)  # pylint: disable=protected-access
-        logging.info('stage %s done: test PSNR %.2f dB%s', name,
-                     entry['test_psnr'], f", flip acc {entry['flip_acc']:.3f}"
-                     if 'flip_acc' in entry else '')
+        scores = entry[config.eval.split]
+        logging.info('stage %s done: %s PSNR %.2f dB%s', name,
+                     config.eval.split, scores['psnr'],
+                     f", flip acc {scores['flip_acc']:.3f}"
+                     if 'flip_acc' in scores else '')
       else:
         logging.info('stage %s already complete; not retrained', name)
     finally:

@@ -36,10 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacdistill import evaluation
 from jacdistill import pictures
 
-psnr = evaluation.psnr  # Reconstruction score reported next to flip accuracy.
 
 
 def edit_codes(codes: np.ndarray, num_attributes: int, attribute: int,
@@ -155,6 +153,9 @@ def flip_accuracy(decode: Callable, predict: Callable, codes: np.ndarray,
   Returns:
     {'flip_acc_pos': (A,) float list, fraction carrying +1 after y_a = +s;
      'flip_acc_neg': (A,) float list, fraction carrying -1 after y_a = -s;
+     'flip_acc_pos_mean', 'flip_acc_neg_mean': their means (with classes as
+     attributes the +1 direction is the informative one: a decoder that
+     keeps the image's class scores (A - 1) / A in the -1 direction);
      'flip_acc': mean of the 2A fractions}.
   """
   codes = np.asarray(codes, np.float32)
@@ -172,4 +173,6 @@ def flip_accuracy(decode: Callable, predict: Callable, codes: np.ndarray,
       scores[d][a] = hits / len(codes)
   return {'flip_acc_pos': [float(v) for v in scores[1]],
           'flip_acc_neg': [float(v) for v in scores[-1]],
+          'flip_acc_pos_mean': float(np.mean(scores[1])),
+          'flip_acc_neg_mean': float(np.mean(scores[-1])),
           'flip_acc': float(np.mean(np.concatenate([scores[1], scores[-1]])))}

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from jacdistill import checkpoint
+from jacdistill import evaluation
 from jacdistill import growth
 from jacdistill import input_pipeline
 from jacdistill import models
@@ -32,6 +33,10 @@ from jacdistill import pictures
 from jacdistill import train
 
 MODEL_NAMES = ('mlp', 'conv')
+# Which stages normalise their code (BatchNorm without affine): 'first' the
+# stage-0 teacher only (upstream: its students are `autoencoder_nobatchnorm`),
+# 'all' every stage, 'none' no stage.
+CODE_NORMS = ('first', 'all', 'none')
 # Fields a workdir's run may change between invocations without becoming a
 # different run: extending the chain, logging and checkpoint cadence.
 RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
@@ -40,7 +45,7 @@ RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
 # runs did: absent from a workdir's config.json and at this value now is no
 # change.
 ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
-                'cycle_z': 0.0}
+                'cycle_z': 0.0, 'validation': 0}
 
 
 class ConfigError(ValueError):
@@ -88,19 +93,29 @@ def stage_dims(growth_cfg) -> list[int]:
   return list(range(start, end + 1, step))
 
 
-def build_model(model_cfg, latent_dim: int,
-                image_shape: tuple[int, ...]) -> nn.Module:
-  """The flat-code autoencoder named by `model_cfg.name` for `image_shape`."""
+def stage_code_norm(code_norm: str, stage: int) -> bool:
+  """Whether stage `stage` normalises its code under `model.code_norm`."""
+  if code_norm not in CODE_NORMS:
+    raise ConfigError(f'model.code_norm={code_norm!r} is not one of '
+                      f"{CODE_NORMS} ('first': the teacher only, as upstream)")
+  return code_norm == 'all' or (code_norm == 'first' and stage == 0)
+
+
+def build_model(model_cfg, latent_dim: int, image_shape: tuple[int, ...],
+                stage: int = 0) -> nn.Module:
+  """The flat-code autoencoder named by `model_cfg.name` for `image_shape`,
+  as stage `stage` of a chain builds it (`stage_code_norm`)."""
+  code_norm = stage_code_norm(model_cfg.code_norm, stage)
   if model_cfg.name == 'mlp':
     return models.MLPAutoencoder(
         latent_dim=latent_dim, image_shape=image_shape,
-        hidden=tuple(model_cfg.hidden), code_norm=model_cfg.code_norm,
+        hidden=tuple(model_cfg.hidden), code_norm=code_norm,
         output=model_cfg.output)
   if model_cfg.name == 'conv':
     return models.ConvAutoencoder(
         latent_dim=latent_dim, image_shape=image_shape,
         channels=tuple(model_cfg.channels), hidden=model_cfg.conv_hidden,
-        code_norm=model_cfg.code_norm, output=model_cfg.output)
+        code_norm=code_norm, output=model_cfg.output)
   raise ConfigError(f'model.name={model_cfg.name!r} is not one of '
                     f'{MODEL_NAMES}')
 
@@ -125,6 +140,7 @@ def validate(config) -> list[int]:
   if config.model.name not in MODEL_NAMES:
     raise ConfigError(f'model.name={config.model.name!r} is not one of '
                       f'{MODEL_NAMES}')
+  stage_code_norm(config.model.code_norm, 0)
   if config.model.output not in models.OUTPUT_ACTIVATIONS:
     raise ConfigError(f'model.output={config.model.output!r} is not one of '
                       f'{sorted(models.OUTPUT_ACTIVATIONS)}')
@@ -263,21 +279,20 @@ class _Stage:
     self.index = index
     self.dim = dim
     self.dir = os.path.join(workdir, f'stage_{index:02d}')
-    self.model = build_model(config.model, dim, image_shape)
+    self.model = build_model(config.model, dim, image_shape, index)
     self.weights = stage_weights(config.loss, index)
     self.trainable = 'all'  # Growth stages train every parameter.
     self.tx = train.make_optimizer(
         config.train.learning_rate, config.train.weight_decay,
         config.train.b1, config.train.b2, config.train.clip_norm)
-    self.rng = jax.random.fold_in(jax.random.key(config.seed), index)
+    self.keys = train.stage_keys(config.seed, index)
 
 
 def _initial_variables(stage: _Stage, parent: Optional[tuple]) -> Any:
   if parent is None:
-    init_key = jax.random.fold_in(stage.rng, 0)
-    return jax.jit(stage.model.init)(init_key,
+    return jax.jit(stage.model.init)(stage.keys.init,
                                      models.example_input(stage.model))
-  return growth.grow(parent[1], stage.model, jax.random.fold_in(stage.rng, 1),
+  return growth.grow(parent[1], stage.model, stage.keys.growth,
                      init=stage.config.growth.init)
 
 
@@ -342,7 +357,7 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
     # Labels are not a training input; only `inputs` cross to the devices.
     host = batcher.batch(step)
     batch = parallel.shard_batch({k: host[k] for k in inputs}, mesh)
-    state, metrics = step_fn(state, teacher_vars, batch, stage.rng)
+    state, metrics = step_fn(state, teacher_vars, batch, stage.keys.steps)
     history.append(metrics)
     done = step + 1
     if done % cfg.log.every_steps == 0:
@@ -370,43 +385,43 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
   return state, elapsed + time.time() - t_start, last
 
 
-def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
-                    first_dim: int, writer, hooks) -> dict:
-  """Test metrics and PNG grids of a finished stage."""
+def _evaluate_stage(stage: _Stage, variables,
+                    splits: dict[str, input_pipeline.Split], first_dim: int,
+                    writer, hooks) -> dict:
+  """Metrics of a finished stage, `{split name: {metric: value}}` for each of
+  `splits`, and the PNG grids of the test split's first images."""
   cfg = stage.config
   value_range = train.value_range_of(stage.model)
   eval_fn = train.make_eval_step(stage.model)
-  codes, mses = [], []
-  n = len(test)
-  for i in range(0, n, cfg.eval.batch_size):
-    _, code, mse = eval_fn(variables, test.images[i:i + cfg.eval.batch_size])
-    codes.append(np.asarray(code))
-    mses.append(np.asarray(mse))
-  codes, mses = np.concatenate(codes), np.concatenate(mses)
-  scale = 4.0 if value_range == '-11' else 1.0  # MSE in [0, 1] pixel units.
-  mses = mses / scale
-  out = {'test_mse': float(mses.mean()),
-         'test_psnr': float(np.mean(10 * np.log10(1.0 / np.maximum(mses, 1e-12))))}
-
   decode = jax.jit(lambda c: stage.model.apply(variables, c,
                                                method=stage.model.decode))
   encode = jax.jit(lambda x: stage.model.apply(variables, x,
                                                method=stage.model.encode))
-  if hooks.classifier is not None:
-    from jacdistill import evaluation  # pylint: disable=g-import-not-at-top
-    out.update(evaluation.evaluate_autoencoder(
-        encode, decode, test.images, test.labels, hooks.classifier.logits,
-        factor_dims=first_dim, value_range=value_range,
-        num_permutations=cfg.eval.num_permutations, seed=cfg.seed,
-        batch_size=cfg.eval.batch_size))
+  scale = 4.0 if value_range == '-11' else 1.0  # MSE in [0, 1] pixel units.
+  out, codes = {}, {}
+  for name, split in splits.items():
+    parts = [eval_fn(variables, split.images[i:i + cfg.eval.batch_size])
+             for i in range(0, len(split), cfg.eval.batch_size)]
+    codes[name] = np.concatenate([np.asarray(p[1]) for p in parts])
+    scores = evaluation.reconstruction_scores(
+        np.concatenate([np.asarray(p[2]) for p in parts]) / scale)
+    if hooks.classifier is not None:
+      scores.update(evaluation.evaluate_autoencoder(
+          encode, decode, split.images, split.labels, hooks.classifier.logits,
+          factor_dims=first_dim, value_range=value_range,
+          num_permutations=cfg.eval.num_permutations, seed=cfg.seed,
+          batch_size=cfg.eval.batch_size))
+    out[name] = scores
+    writer.write_scalars(0, {f'{name}/{k}': v for k, v in scores.items()})
 
-  m = min(cfg.eval.num_images, n)
+  test, test_codes = splits['test'], codes['test']
+  m = min(cfg.eval.num_images, len(test))
   originals = pictures.to_unit(train.to_float(test.images[:m], value_range),
                                value_range)
-  recon = pictures.to_unit(decode(codes[:m]), value_range)
+  recon = pictures.to_unit(decode(test_codes[:m]), value_range)
   rec_grid = pictures.grid(np.stack([originals, recon]))
   steps = cfg.eval.traversal_steps
-  trav = pictures.traversal_codes(codes[0], codes, steps)
+  trav = pictures.traversal_codes(test_codes[0], test_codes, steps)
   trav_images = pictures.to_unit(
       decode(trav.reshape(-1, stage.dim)), value_range)
   trav_grid = pictures.grid(trav_images.reshape(stage.dim, steps,
@@ -416,7 +431,6 @@ def _evaluate_stage(stage: _Stage, variables, test: input_pipeline.Split,
     pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid)
   writer.write_images(0, {'reconstructions': rec_grid[None],
                           'traversals': trav_grid[None]})
-  writer.write_scalars(0, {f'test/{k}': v for k, v in out.items()})
   return out
 
 
@@ -427,7 +441,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   dims = validate(config)
   check_workdir(config, workdir)
   train_split = input_pipeline.load_split(config.data, 'train')
-  test_split = input_pipeline.load_split(config.data, 'test')
+  # Scored at every stage: the validation split (if any) for choices, the
+  # test split for the report.
+  eval_splits = {'test': input_pipeline.load_split(config.data, 'test')}
+  if config.data.get('validation', 0):
+    eval_splits = {'validation': input_pipeline.load_split(
+        config.data, 'validation'), **eval_splits}
   image_shape = tuple(train_split.images.shape[1:])
   mesh = claim_workdir(config, workdir, len(train_split))
   summary = _load_summary(workdir)
@@ -467,15 +486,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      0 if config.growth.teacher == 'first' else index - 1),
                  'steps': total, 'wall_time_s': round(elapsed, 2),
                  'train_losses': last, 'fingerprint': fp}
-        entry.update(_evaluate_stage(stage, variables, test_split, dims[0],
+        entry.update(_evaluate_stage(stage, variables, eval_splits, dims[0],
                                      writer, hooks))
         done[index] = entry
         summary['stages'] = [done[i] for i in sorted(done)]
         _write_summary(workdir, summary)
+        test = entry['test']
         logging.info('stage %d (k=%d) done: test MSE %.5f, PSNR %.2f dB%s',
-                     index, dim, entry['test_mse'], entry['test_psnr'],
-                     f", swap acc {entry['swap_acc']:.3f}"
-                     if 'swap_acc' in entry else '')
+                     index, dim, test['mse'], test['psnr'],
+                     f", swap acc {test['swap_acc']:.3f}"
+                     if 'swap_acc' in test else '')
       else:
         logging.info('stage %d (k=%d) already complete; not retrained', index,
                      dim)

@@ -302,7 +302,9 @@ def train_classifier(data_config: Any, clf_config: Any,
   """
   log = log_fn or logging.info
   _check_clf_config(clf_config)
-  train_split = input_pipeline.load_split(data_config, 'train')
+  # Every image of the train split, validation ones too: one classifier
+  # judges every run of a dataset, whatever it holds out.
+  train_split = input_pipeline.load_split(data_config, 'train', hold_out=False)
   test_split = input_pipeline.load_split(data_config, 'test')
   model = make_classifier(data_config, clf_config)
   batcher = input_pipeline.Batcher(train_split, int(clf_config.batch_size),
@@ -593,6 +595,20 @@ def psnr(x: jax.Array, x_hat: jax.Array, data_range: float) -> jax.Array:
                                  / mse_per_image(x, x_hat)))
 
 
+def reconstruction_scores(mse01: np.ndarray) -> dict[str, float]:
+  """Reconstruction scores of a split from its per-image MSEs.
+
+  `mse01` (N,) holds `mse_per_image` of images in [0, 1] units (a [-1, 1]
+  model's per-image MSE divided by 4). Returns Python floats
+  `mse = mean_i mse_i` and `psnr = mean_i 10 log10(1 / mse_i)` (dB; +inf if
+  some mse_i = 0), the same as `psnr(x, x_hat, 1.0)`.
+  """
+  mse01 = np.asarray(mse01, np.float64)
+  with np.errstate(divide='ignore'):
+    per_image_psnr = -10 * np.log10(mse01)
+  return {'mse': float(mse01.mean()), 'psnr': float(per_image_psnr.mean())}
+
+
 def _fraction(hits: jax.Array, count: jax.Array) -> jax.Array:
   """hits / count as float32; NaN when nothing was counted."""
   return jnp.where(count > 0, hits / jnp.maximum(count, 1),
@@ -658,16 +674,10 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
                          factor_dims: int, value_range: str,
                          num_permutations: int = 5, seed: int = 0,
                          batch_size: int = 500) -> dict[str, float]:
-  """Reconstruction error and swap accuracy of an autoencoder on a split.
+  """Swap accuracy of an autoencoder on a split (the reconstruction scores
+  are `reconstruction_scores`, which the chain computes in its own pass).
 
-  Every number is over the whole split. Reconstruction, with `x`, `x_hat`
-  mapped to [0, 1] units whatever `value_range` (so numbers of [-1, 1] models
-  compare with [0, 1] ones and with upstream's table):
-
-    mse  = mean over all pixels of (x - x_hat)^2
-    psnr = mean_i 10 log10(1 / mse_i)   (data range 1; +inf if some mse_i = 0)
-
-  Swap scores (see `swap_scores`): permutation p (p = 1..P) is the p-th
+  Every number is over the whole split. Swap scores (see `swap_scores`): permutation p (p = 1..P) is the p-th
   `rng.permutation(N)` of `rng = np.random.default_rng(seed)`; for each,
   pred_swap[i] labels decode(code_i with dims [0, factor_dims) taken from
   code_perm[i]). Reported: the mean over permutations of 'swap_acc',
@@ -698,7 +708,7 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
       so each callable compiles once.
 
   Returns:
-    Python floats: 'mse', 'psnr', 'swap_acc', 'swap_acc_std', 'swap_acc_gt',
+    Python floats: 'swap_acc', 'swap_acc_std', 'swap_acc_gt',
     'swap_acc_gt_std', 'swap_keep', 'rec_class_acc', 'num_pairs',
     'num_pairs_gt'.
   """
@@ -735,7 +745,6 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
   # Pass 1: plain reconstructions. Only the factor dims are kept (N x k0), so
   # memory does not grow with the code size; pass 2 re-encodes instead.
   factors, pred_rec = None, np.empty((n,), np.int32)
-  mse_sum, psnr_sum = 0.0, 0.0
   for start, stop, x in batches():
     m = stop - start
     code = encode(x)
@@ -748,9 +757,6 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
     factors[start:stop] = np.asarray(code[:m, :k0])
     x_hat = decode(code)
     pred_rec[start:stop] = predict(x_hat)[:m]
-    x01, x_hat01 = to01(x[:m]), to01(x_hat[:m])
-    mse_sum += float(jnp.sum(mse_per_image(x01, x_hat01)))
-    psnr_sum += float(psnr(x01, x_hat01, 1.0)) * m
 
   # Pass 2: every permutation's swaps, one encode per batch.
   rng = np.random.default_rng(seed)
@@ -772,8 +778,6 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
     return float(fn([float(s[name]) for s in per_perm]))
 
   return {
-      'mse': mse_sum / n,
-      'psnr': psnr_sum / n,
       'swap_acc': stat('swap_acc'),
       'swap_acc_std': stat('swap_acc', np.std),
       'swap_acc_gt': stat('swap_acc_gt'),

@@ -9,6 +9,13 @@ keep the fresh initialisation of `new_model.init` (were both sides zero, no
 gradient would ever reach the new dims). `init='random'` keeps the fresh
 initialisation on both sides, as upstream does (upstream also prepends the new
 dim; we always append so that the teacher's dims keep their indices).
+
+A parent with a code BatchNorm grown into a model without one (upstream's
+first teacher and its students) first has the BatchNorm's running statistics
+folded into its encoder's output layer (`fold_code_norm`), so the student's
+factor dims start equal to the teacher's normalised code in inference mode.
+(Upstream drops the statistics, so its first student starts from the pre-BN
+code.)
 """
 
 from typing import Any
@@ -26,12 +33,55 @@ def _path_key(path) -> tuple[str, ...]:
   return tuple(getattr(k, 'key', getattr(k, 'name', str(k))) for k in path)
 
 
+_NORM = ('batch_stats', 'code_norm')
+
+
+def fold_code_norm(variables: Any,
+                   epsilon: float = models.CODE_NORM_EPSILON) -> Any:
+  """The variables of the same flat-code model without its code BatchNorm.
+
+  The normalised code `(h W - mu) / sigma`, `sigma = sqrt(var + epsilon)`
+  (inference mode: the running mean `mu` and variance `var`), is computed by
+  an output layer with kernel `W / sigma` and bias `-mu / sigma`.
+
+  Args:
+    variables: linen variables of an `MLPAutoencoder` or `ConvAutoencoder`
+      with `code_norm=True`: `params/enc_out/kernel` (H, k) and no bias,
+      `batch_stats/code_norm/{mean, var}` (k,).
+    epsilon: the BatchNorm's epsilon.
+  Returns:
+    Variables for `code_norm=False`: `params/enc_out/{kernel, bias}` and no
+    `code_norm` statistics (no `batch_stats` at all if none are left).
+  """
+  stats = variables['batch_stats']['code_norm']
+  inv_sigma = jax.lax.rsqrt(jnp.asarray(stats['var']) + epsilon)
+  params = dict(variables['params'])
+  enc_out = dict(params['enc_out'])
+  if 'bias' in enc_out:
+    raise ValueError('enc_out has a bias: a normalised code has none')
+  enc_out['kernel'] = jnp.asarray(enc_out['kernel']) * inv_sigma
+  enc_out['bias'] = -jnp.asarray(stats['mean']) * inv_sigma
+  params['enc_out'] = enc_out
+  out = {k: v for k, v in variables.items() if k not in ('params',
+                                                         'batch_stats')}
+  out['params'] = params
+  rest = {k: v for k, v in variables['batch_stats'].items() if k != 'code_norm'}
+  if rest:
+    out['batch_stats'] = rest
+  return out
+
+
+def _has_code_norm(variables: Any) -> bool:
+  return _NORM[1] in dict(variables).get(_NORM[0], {})
+
+
 def grow(old_variables: Any, new_model: nn.Module, rng: jax.Array,
          init: str = 'zero') -> Any:
   """Returns `new_model`'s variables holding `old_variables` in the old dims.
 
   Args:
-    old_variables: the parent's linen variables ({'params': ..., ...}).
+    old_variables: the parent's linen variables ({'params': ..., ...}); a
+      code BatchNorm that `new_model` lacks is folded in (module doc).
     new_model: the grown model (same architecture, longer code).
     rng: key for the fresh initialisation of the new entries.
     init: 'zero' (new decoder-side entries zero) or 'random' (upstream).
@@ -45,6 +95,8 @@ def grow(old_variables: Any, new_model: nn.Module, rng: jax.Array,
     raise ValueError(f'growth init {init!r} is not one of {GROWTH_INITS}')
   fresh = jax.jit(new_model.init)(rng, models.example_input(new_model))
   fresh = jax.tree.map(jnp.asarray, dict(fresh))
+  if _has_code_norm(old_variables) and not _has_code_norm(fresh):
+    old_variables = fold_code_norm(old_variables)
   old_flat = {_path_key(p): v for p, v in
               jax.tree_util.tree_flatten_with_path(dict(old_variables))[0]}
   axes = new_model.latent_axes()

@@ -28,7 +28,7 @@ DEFAULT_IDX_DIR = '/usr/share/datasets/fashion-mnist'
 
 IN_MEMORY_DATASETS = ('mnist', 'fashion_mnist', 'svhn_cropped')
 IDX_DATASETS = ('mnist', 'fashion_mnist')
-SPLITS = ('train', 'test')
+SPLITS = ('train', 'validation', 'test')
 SOURCES = ('tfds', 'idx')
 VALUE_RANGES = ('01', '-11')
 RESIZE_METHODS = ('auto', 'pad', 'bilinear')
@@ -297,15 +297,23 @@ def _load_tfds(name: str, split: str, data_dir: str | None,
                labels=np.concatenate(labels).astype(np.int32))
 
 
-def load_split(data_config: Any, split: str) -> Split:
+def load_split(data_config: Any, split: str, hold_out: bool = True) -> Split:
   """Loads one split of an in-memory dataset whole.
+
+  The validation split is the last `data_config.validation` images of the
+  dataset's train split (after `limit`), and the train split is then the
+  images before them: choices made on validation numbers never see the
+  test split, and training never sees the validation images.
 
   Args:
     data_config: ConfigDict or any attribute object with fields
       `name` (one of IN_MEMORY_DATASETS), `source` ('tfds' or 'idx', default
       'tfds'), `idx_dir` (default DEFAULT_IDX_DIR), `tfds_data_dir` (None =
-      tfds's default), `limit` (0 = all, else the first `limit` examples).
-    split: 'train' or 'test'.
+      tfds's default), `limit` (0 = all, else the first `limit` examples),
+      `validation` (default 0: no validation split).
+    split: 'train', 'validation' or 'test'.
+    hold_out: False gives the whole train split, validation images included
+      (the external classifier, which judges every run of a dataset alike).
 
   Returns:
     A Split: uint8 images (N, H, W, C) (28x28x1 for (Fashion-)MNIST, 32x32x3
@@ -320,6 +328,7 @@ def load_split(data_config: Any, split: str) -> Split:
   idx_dir = getattr(data_config, 'idx_dir', None) or DEFAULT_IDX_DIR
   tfds_data_dir = getattr(data_config, 'tfds_data_dir', None) or None
   limit = getattr(data_config, 'limit', 0) or 0
+  validation = getattr(data_config, 'validation', 0) or 0
   if name not in IN_MEMORY_DATASETS:
     raise ValueError(f'data.name={name!r} is not an in-memory dataset; valid '
                      f'names: {", ".join(IN_MEMORY_DATASETS)} (CelebA is '
@@ -336,9 +345,28 @@ def load_split(data_config: Any, split: str) -> Split:
   if int(limit) != limit or limit < 0:
     raise ValueError(f'data.limit={limit!r}; use 0 for the whole split or a '
                      'positive number of examples.')
+  if int(validation) != validation or validation < 0:
+    raise ValueError(f'data.validation={validation!r}; use 0 for no '
+                     'validation split or a positive number of training '
+                     'examples to hold out.')
+  if split == 'validation' and not validation:
+    raise ValueError('the validation split is empty: set '
+                     '--config.data.validation=N to hold out the last N '
+                     'training images.')
+  source_split = 'test' if split == 'test' else 'train'
   if source == 'idx':
-    return _load_idx(name, split, idx_dir, int(limit))
-  return _load_tfds(name, split, tfds_data_dir, int(limit))
+    whole = _load_idx(name, source_split, idx_dir, int(limit))
+  else:
+    whole = _load_tfds(name, source_split, tfds_data_dir, int(limit))
+  if split == 'test' or not validation or (split == 'train' and not hold_out):
+    return whole
+  n = len(whole)
+  if validation >= n:
+    raise ValueError(f'data.validation={validation} leaves no training '
+                     f'images of the {n}; hold out fewer.')
+  part = slice(n - validation, n) if split == 'validation' else slice(
+      0, n - validation)
+  return Split(images=whole.images[part], labels=whole.labels[part])
 
 
 # ------------------------------------------------------------ transformations

@@ -33,6 +33,9 @@ OUTPUT_ACTIVATIONS: dict[str, Callable] = {'sigmoid': nn.sigmoid, 'tanh': jnp.ta
 # Pixel range each output activation produces, for the input pipeline.
 OUTPUT_RANGES = {'sigmoid': '01', 'tanh': '-11'}
 
+# The code BatchNorm's epsilon, which `growth.fold_code_norm` must match.
+CODE_NORM_EPSILON = 1e-5
+
 ENCODER = 'encoder'
 DECODER = 'decoder'
 DECODER_PREFIX = 'dec'
@@ -87,7 +90,7 @@ class MLPAutoencoder(nn.Module):
     image_shape: (H, W, C) of the images.
     hidden: encoder hidden widths; the decoder mirrors them.
     code_norm: BatchNorm without scale or bias on the code, as upstream's first
-      teacher; keeps the code near unit scale so new dims are not swamped.
+      teacher (the chain's `model.code_norm` says which stages have it).
     output: 'sigmoid' for pixels in [0, 1], 'tanh' for [-1, 1].
   """
   latent_dim: int
@@ -104,7 +107,7 @@ class MLPAutoencoder(nn.Module):
                             name='enc_out')
     if self.code_norm:
       self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
-                               name='code_norm')
+                               epsilon=CODE_NORM_EPSILON, name='code_norm')
     self.dec_in = nn.Dense(self.hidden[-1], name='dec_in')
     self.dec = [nn.Dense(h, name=f'dec_{i}')
                 for i, h in enumerate(reversed(self.hidden[:-1]))]
@@ -173,7 +176,7 @@ class ConvAutoencoder(nn.Module):
                             name='enc_out')
     if self.code_norm:
       self.norm = nn.BatchNorm(use_scale=False, use_bias=False, momentum=0.9,
-                               name='code_norm')
+                               epsilon=CODE_NORM_EPSILON, name='code_norm')
     self.dec_in = nn.Dense(self.hidden, name='dec_in')
     self.dec_hidden = nn.Dense(math.prod(self.inner_shape), name='dec_hidden')
     outs = list(reversed(self.channels[:-1])) + [c]

@@ -132,6 +132,30 @@ def variables_of(state: TrainState) -> dict:
   return out
 
 
+@flax.struct.dataclass
+class StageKeys:
+  """A stage's independent random streams.
+
+  init: the fresh initialisation (a teacher, or a stage without parent).
+  growth: the fresh entries of a grown model.
+  steps: the train step's base key; step s draws from `fold_in(steps, s)`.
+  """
+  init: jax.Array
+  growth: jax.Array
+  steps: jax.Array
+
+
+def stage_keys(seed: int, stage: int) -> StageKeys:
+  """The streams of stage `stage` of a run seeded `seed`.
+
+  Split, not folded with small integers: `fold_in(stage_key, 0)` as the
+  initialisation key would also be step 0's key.
+  """
+  init, grow, steps = jax.random.split(
+      jax.random.fold_in(jax.random.key(seed), stage), 3)
+  return StageKeys(init=init, growth=grow, steps=steps)
+
+
 def factor_size(model: nn.Module, teacher: Optional[nn.Module]) -> int:
   """How many leading code dims are factor dims for this stage.
 

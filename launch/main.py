@@ -93,11 +93,15 @@ def main(argv):
   except chain.Preempted as e:
     sys.exit(f'preempted: {e}')
   for s in summary['stages']:
-    logging.info('stage %-12s code %-5d test MSE %.5f  PSNR %.2f%s',
+    split = 'test' if 'test' in s else config.eval.split
+    scores = s[split]
+    logging.info('stage %-12s code %-5d %s MSE %.5f  PSNR %.2f%s',
                  s.get('name', s.get('stage')),
-                 s.get('code_size', s.get('latent_dim')), s['test_mse'],
-                 s['test_psnr'], ''.join(f'  {k} {s[k]:.3f}' for k in (
-                     'swap_acc', 'flip_acc') if k in s))
+                 s.get('code_size', s.get('latent_dim')), split,
+                 scores['mse'], scores['psnr'], ''.join(
+                     f'  {k} {scores[k]:.3f}' for k in (
+                         'swap_acc', 'flip_acc_pos_mean', 'flip_acc')
+                     if k in scores))
   logging.info('summary: %s', os.path.join(workdir, 'summary.json'))
 
 

@@ -100,10 +100,6 @@ def test_class_predictor_crops_and_rescales():
   np.testing.assert_array_equal(seen['x'], np.ones((1, 2, 2, 1)))
 
 
-def test_psnr_is_evaluations():
-  assert attributes.psnr is evaluation.psnr
-
-
 HAVE_DATA = os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
                                         'train-images-idx3-ubyte.gz'))
 
@@ -136,10 +132,18 @@ def test_smoke_chain_teacher_and_one_student(smoke_run):
   assert student['teacher'] == student['init'] == 'teacher_cycle'
   assert student['code_size'] == 10 + 4 * 4
   for s in on_disk['stages']:
-    assert {'test_psnr', 'test_mse', 'flip_acc', 'flip_acc_pos',
-            'flip_acc_neg', 'fingerprint', 'train_losses'} <= set(s)
-    assert len(s['flip_acc_pos']) == len(s['flip_acc_neg']) == 10
-    assert 0.0 <= s['flip_acc'] <= 1.0 and np.isfinite(s['test_psnr'])
+    assert {'test', 'fingerprint', 'train_losses'} <= set(s)
+    test = s['test']
+    # One value per metric.
+    assert set(test) == {'psnr', 'mse', 'flip_acc', 'flip_acc_pos',
+                         'flip_acc_neg', 'flip_acc_pos_mean',
+                         'flip_acc_neg_mean'}
+    assert len(test['flip_acc_pos']) == len(test['flip_acc_neg']) == 10
+    assert test['flip_acc_pos_mean'] == pytest.approx(
+        np.mean(test['flip_acc_pos']))
+    assert 0.0 <= test['flip_acc'] <= 1.0 and np.isfinite(test['psnr'])
+    assert test['psnr'] == pytest.approx(
+        10 * np.log10(1 / test['mse']), abs=3)  # Mean of per-image PSNRs.
     assert os.path.exists(os.path.join(workdir, s['name'], 'edits.png'))
   assert 'attr' in teacher['train_losses'] and 'jac' in student['train_losses']
   # A second run finds every stage done, retrains nothing and adds no file

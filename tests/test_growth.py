@@ -129,3 +129,49 @@ def test_growth_refuses_a_different_architecture():
                 jax.random.key(1), init='ones')
   with pytest.raises(ValueError, match='cannot grow'):
     growth.grow(variables, models.MLPAutoencoder(latent_dim=1), jax.random.key(1))
+
+
+# A normalised teacher (upstream's first) and a student without the code
+# BatchNorm (upstream's students), for both flat-code models.
+FOLD_PAIRS = {
+    'mlp': (models.MLPAutoencoder(latent_dim=2),
+            models.MLPAutoencoder(latent_dim=3, code_norm=False)),
+    'conv': (models.ConvAutoencoder(latent_dim=2, channels=(8, 16, 16),
+                                    hidden=32),
+             models.ConvAutoencoder(latent_dim=3, channels=(8, 16, 16),
+                                    hidden=32, code_norm=False)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(FOLD_PAIRS))
+def test_student_without_code_norm_starts_as_the_normalised_teacher(name):
+  old, new = FOLD_PAIRS[name]
+  x = jax.random.uniform(jax.random.key(0), models.example_input(old, 6).shape)
+  old_vars = dict(jax.jit(old.init)(jax.random.key(1), x))
+  # Running statistics near those of the pre-norm code but not equal (a
+  # trained BatchNorm's), so the normalised code is of unit scale, as in a
+  # run, and a fold that ignored them would fail.
+  raw = jax.jit(new.clone(latent_dim=2).apply, static_argnames='method')(
+      {'params': {**old_vars['params'], 'enc_out': {
+          'kernel': old_vars['params']['enc_out']['kernel'],
+          'bias': jnp.zeros(2)}}}, x, method='encode')
+  mean = jnp.mean(raw, axis=0) + 0.3 * jnp.std(raw, axis=0)
+  var = 1.7 * jnp.var(raw, axis=0)
+  old_vars['batch_stats'] = {'code_norm': {'mean': mean, 'var': var}}
+  new_vars = growth.grow(old_vars, new, jax.random.key(3))
+  assert 'batch_stats' not in new_vars
+  t_hat, t_code = jax.jit(old.apply)(old_vars, x)
+  s_hat, s_code = jax.jit(new.apply)(new_vars, x)
+  assert 0.3 < float(jnp.max(jnp.abs(t_code))) < 10
+  # Inference mode: the teacher normalises with its running statistics.
+  # Equal up to float32 rounding of unit-scale numbers.
+  assert float(jnp.max(jnp.abs(s_code[:, :2] - t_code))) <= 1e-6
+  assert float(jnp.max(jnp.abs(s_hat - t_hat))) <= 1e-6
+  # The fold itself: W / sigma and -mu / sigma with sigma = sqrt(var + eps).
+  sigma = np.sqrt(np.asarray(var) + models.CODE_NORM_EPSILON)
+  np.testing.assert_allclose(
+      np.asarray(new_vars['params']['enc_out']['bias'])[:2],
+      -np.asarray(mean) / sigma, rtol=1e-6)
+  np.testing.assert_allclose(
+      np.asarray(new_vars['params']['enc_out']['kernel'])[:, :2],
+      np.asarray(old_vars['params']['enc_out']['kernel']) / sigma, rtol=1e-6)

@@ -44,12 +44,14 @@ def test_outputs_of_a_two_stage_run(straight_run):
   for s in summary['stages']:
     assert s['steps'] == 24 and s['wall_time_s'] > 0
     assert len(s['fingerprint']) == 64
-    assert 0 < s['test_mse'] < 0.2
-    assert s['test_psnr'] == pytest.approx(s['test_psnr'])  # Not NaN.
+    assert set(s['test']) == {'mse', 'psnr'}  # No classifier in the smoke run.
+    assert 0 < s['test']['mse'] < 0.2
+    assert s['test']['psnr'] == pytest.approx(s['test']['psnr'])  # Not NaN.
     assert {'rec', 'total', 'grad_norm', 'param_norm'} <= set(s['train_losses'])
   assert {'lat', 'jac', 'xcov'} <= set(summary['stages'][1]['train_losses'])
   # More dims, better reconstruction, even after 24 steps.
-  assert summary['stages'][1]['test_mse'] < summary['stages'][0]['test_mse']
+  assert (summary['stages'][1]['test']['mse'] <
+          summary['stages'][0]['test']['mse'])
   for index, k in ((0, 2), (1, 3)):
     stage_dir = os.path.join(workdir, f'stage_{index:02d}')
     rec = Image.open(os.path.join(stage_dir, 'reconstructions.png'))
@@ -62,7 +64,7 @@ def test_outputs_of_a_two_stage_run(straight_run):
     assert os.listdir(os.path.join(stage_dir, 'checkpoints'))
   tags = _event_tags(os.path.join(workdir, 'stage_01'))
   assert {'rec', 'lat', 'jac', 'xcov', 'total', 'grad_norm', 'learning_rate',
-          'test/test_mse', 'reconstructions', 'traversals'} <= tags
+          'test/mse', 'reconstructions', 'traversals'} <= tags
 
 
 def _event_tags(stage_dir):
@@ -99,8 +101,8 @@ def test_interrupt_and_resume_gives_the_same_parameters(straight_run, tmp_path):
                 ) == stage0_ckpts
   assert os.path.getmtime(os.path.join(
       workdir, 'stage_00', 'checkpoints', stage0_ckpts[-1])) == stage0_mtime
-  np.testing.assert_allclose(resumed['stages'][1]['test_mse'],
-                             straight['stages'][1]['test_mse'], rtol=0)
+  np.testing.assert_allclose(resumed['stages'][1]['test']['mse'],
+                             straight['stages'][1]['test']['mse'], rtol=0)
 
 
 def test_workdir_of_another_config_is_refused(straight_run):
