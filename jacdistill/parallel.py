@@ -4,6 +4,11 @@ Parameters, optimiser state and the teacher are replicated; each batch is one
 global array split over the mesh's devices along its first axis. `jax.jit`
 then compiles the very same train step into an SPMD program for 1 device, 8
 devices or many hosts; nothing in the step knows how many there are.
+
+Start-up: `maybe_initialize_distributed` connects the processes of a
+multi-host launch (a Cloud TPU VM pod, GKE, SLURM, Open MPI, or explicit
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and leaves an
+ordinary one-machine run a single process, without waiting on any network.
 """
 
 import os
@@ -16,26 +21,83 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA = 'data'
 
 
-def maybe_initialize_distributed() -> bool:
-  """Starts JAX's multi-controller runtime when the environment says so.
+# Explicit launches (tests/test_multiprocess.py, hand-started processes).
+_EXPLICIT_ENV = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
+                 'JAX_PROCESS_ID')
 
-  Cloud TPU VM pods (TPU_WORKER_HOSTNAMES with several hosts) and SLURM-style
-  launches are detected by `jax.distributed.initialize()` itself; explicit
-  launches set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-  Returns whether it initialised.
+
+def _int_env(name: str) -> int | None:
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
+def detected_cluster() -> str | None:
+  """The cluster `jax.distributed.initialize()` would detect, by class name.
+
+  Walks jax's own list of cluster environments in jax's order, skipping the
+  opt-in ones (mpi4py) as jax does: Open MPI, SLURM, Cloud TPU VM (GCE
+  metadata), GKE TPU, Kubernetes. Off a cluster every check is an environment
+  lookup; the Cloud TPU checks ask the GCE metadata server only when
+  `import jax` found TPU chips and libtpu, so a laptop or GPU box answers at
+  once. Returns None when none is present, '' when this jax keeps no such
+  list (its private `jax._src.clusters` moved): then only `initialize()`
+  itself can tell.
   """
-  explicit = os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if explicit:
-    jax.distributed.initialize(
-        coordinator_address=explicit,
-        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
-        process_id=int(os.environ['JAX_PROCESS_ID']))
+  try:
+    from jax._src import clusters  # pylint: disable=g-import-not-at-top
+    envs = clusters.ClusterEnv._cluster_types  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return ''
+  for env in envs:
+    if not getattr(env, 'opt_in_only_method', False) and env.is_env_present():
+      return env.__name__
+  return None
+
+
+def maybe_initialize_distributed() -> bool:
+  """Starts JAX's multi-controller runtime when this process is one of many.
+
+  Call before anything that starts a JAX backend (`jax.devices()`, the first
+  computation). In order:
+    * already initialised (a second call): nothing to do;
+    * any of JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID set:
+      an explicit launch, passed through as given (jax detects the rest, or
+      refuses with a ValueError naming what is missing);
+    * a cluster jax detects (`detected_cluster`: a Cloud TPU VM pod through
+      the metadata server, GKE, SLURM, Open MPI): a plain
+      `jax.distributed.initialize()`, which finds coordinator, process count
+      and id itself. A single-host TPU VM is such a cluster of one process;
+    * nothing detected: one process, no runtime started, at once.
+  Errors of a detected or explicit launch (an unreachable coordinator, a
+  backend already started) propagate: running on alone would train a copy
+  per host into the same workdir.
+
+  Returns:
+    Whether the runtime is running on return (started now or before).
+  """
+  if jax.distributed.is_initialized():
     return True
-  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if len([h for h in hosts.split(',') if h]) > 1:
+  if any(os.environ.get(name) for name in _EXPLICIT_ENV):
+    jax.distributed.initialize(
+        coordinator_address=os.environ.get('JAX_COORDINATOR_ADDRESS') or None,
+        num_processes=_int_env('JAX_NUM_PROCESSES'),
+        process_id=_int_env('JAX_PROCESS_ID'))
+    return True
+  cluster = detected_cluster()
+  if cluster is None:
+    return False
+  if cluster:
     jax.distributed.initialize()
     return True
-  return False
+  # No list to check against: let initialize() detect, and read its refusal
+  # to find a coordinator as "no cluster".
+  try:
+    jax.distributed.initialize()
+  except ValueError as e:
+    if 'coordinator_address' not in str(e):
+      raise
+    return False
+  return True
 
 
 def data_mesh() -> Mesh:

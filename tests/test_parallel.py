@@ -1,15 +1,23 @@
-"""Data parallel over a simulated 8-device CPU mesh equals one device.
+"""Data parallel over a simulated 8-device CPU mesh equals one device, and
+start-up (`maybe_initialize_distributed`) joins a cluster or runs alone.
 
-The model has no code BatchNorm here: through a BatchNorm, some directions
-(the bias of a layer whose units are active on the whole batch) have an
-exactly-zero gradient, and Adam scales the rounding noise of the reduction
-order up to full-size steps, so no two reduction orders agree on them.
+The mesh test's model has no code BatchNorm: through a BatchNorm, some
+directions (the bias of a layer whose units are active on the whole batch)
+have an exactly-zero gradient, and Adam scales the rounding noise of the
+reduction order up to full-size steps, so no two reduction orders agree on
+them.
 """
 
 import os
 import subprocess
 import sys
 import textwrap
+import time
+
+import jax
+import pytest
+
+from jacdistill import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,3 +78,143 @@ def test_eight_devices_equal_one():
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'OK' in out.stdout, out.stdout
+
+
+# --- start-up: parallel.maybe_initialize_distributed ---------------------
+
+# Variables by which jax (or a launcher) would see a cluster.
+_CLUSTER_PREFIXES = ('SLURM_', 'OMPI_', 'TPU_', 'MEGASCALE_', 'KUBERNETES_',
+                     'JAX_COORDINATOR_', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
+
+NO_CLUSTER_WORKER = textwrap.dedent('''
+    import time
+    import jax, jax.numpy as jnp
+    from jacdistill import parallel
+    t = time.perf_counter()
+    started = parallel.maybe_initialize_distributed()
+    took = time.perf_counter() - t
+    assert started is False, started
+    assert not jax.distributed.is_initialized()
+    assert parallel.maybe_initialize_distributed() is False  # idempotent
+    assert jax.process_count() == 1, jax.process_count()
+    assert float(jnp.arange(4.0).sum()) == 6.0
+    print('TOOK', took)
+''')
+
+
+def _no_cluster_env():
+  return {k: v for k, v in os.environ.items()
+          if not k.startswith(_CLUSTER_PREFIXES)}
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+  """An environment with no cluster in it, even when the tests run on a TPU VM.
+
+  Also replaces `jax.distributed.initialize` by a recorder (its calls land in
+  the returned list) and `is_initialized` by False, so no test here starts a
+  real runtime in the pytest process.
+  """
+  for k in list(os.environ):
+    if k.startswith(_CLUSTER_PREFIXES):
+      monkeypatch.delenv(k)
+  try:
+    from jax._src.clusters import cloud_tpu_cluster  # pylint: disable=g-import-not-at-top
+    # On a real TPU VM jax's GCE check would find this machine's metadata.
+    monkeypatch.setattr(cloud_tpu_cluster, 'running_in_cloud_tpu_vm', False,
+                        raising=False)
+  except ImportError:
+    pass
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'initialize',
+                      lambda *a, **kw: calls.append((a, kw)))
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  return calls
+
+
+def test_no_cluster_starts_one_process_at_once():
+  # A fresh process with the real jax.distributed: nothing detected, nothing
+  # started, no network waited on, and jax computes as one process. (jax's
+  # own switch keeps its GCE check off the metadata server of a real TPU VM.)
+  env = dict(_no_cluster_env(), JAX_PLATFORMS='cpu', TPU_SKIP_MDS_QUERY='1')
+  out = subprocess.run([sys.executable, '-c', NO_CLUSTER_WORKER], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]
+  took = float(out.stdout.split('TOOK')[1])
+  assert took < 2.0, took
+
+
+def test_no_cluster_returns_false_without_calling_initialize(no_cluster):
+  t = time.perf_counter()
+  assert parallel.detected_cluster() is None
+  assert parallel.maybe_initialize_distributed() is False
+  assert time.perf_counter() - t < 2.0
+  assert no_cluster == []
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234', 'JAX_NUM_PROCESSES': '4',
+      'JAX_PROCESS_ID': '2'},
+     {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4,
+      'process_id': 2}),
+    # What is missing is left to jax: detected, or refused by name.
+    ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'},
+     {'coordinator_address': '10.0.0.1:1234', 'num_processes': None,
+      'process_id': None}),
+])
+def test_explicit_env_is_passed_through(no_cluster, monkeypatch, env,
+                                        expected):
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  assert parallel.maybe_initialize_distributed() is True
+  assert no_cluster == [((), expected)]
+
+
+@pytest.mark.parametrize('env, cluster', [
+    ({'SLURM_JOB_ID': '7', 'SLURM_STEP_NODELIST': 'node[1-2]',
+      'SLURM_NTASKS': '2', 'SLURM_PROCID': '1', 'SLURM_LOCALID': '0'},
+     'SlurmCluster'),
+    ({'OMPI_MCA_orte_hnp_uri': '1531576320.0;tcp://10.96.0.1:34911'},
+     'OmpiCluster'),
+])
+def test_detected_cluster_gets_a_plain_initialize(no_cluster, monkeypatch,
+                                                  env, cluster):
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  assert parallel.detected_cluster() == cluster
+  assert parallel.maybe_initialize_distributed() is True
+  assert no_cluster == [((), {})]
+
+
+def test_detected_tpu_pod_gets_a_plain_initialize(no_cluster, monkeypatch):
+  # A Cloud TPU VM pod: jax's GCE check (metadata server) says yes.
+  from jax._src.clusters import cloud_tpu_cluster  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cloud_tpu_cluster.GceTpuCluster, 'is_env_present',
+                      classmethod(lambda cls: True))
+  assert parallel.detected_cluster() == 'GceTpuCluster'
+  assert parallel.maybe_initialize_distributed() is True
+  assert no_cluster == [((), {})]
+
+
+def test_already_initialised_is_left_alone(no_cluster, monkeypatch):
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', '10.0.0.1:1234')
+  assert parallel.maybe_initialize_distributed() is True
+  assert no_cluster == []
+
+
+def test_without_jax_cluster_list_initialize_decides(no_cluster, monkeypatch):
+  # A jax whose private cluster list moved: initialize() detects, and its
+  # "coordinator_address should be defined." means one process.
+  monkeypatch.setattr(parallel, 'detected_cluster', lambda: '')
+  errors = [ValueError('coordinator_address should be defined.')]
+
+  def initialize():
+    if errors:
+      raise errors.pop()
+  monkeypatch.setattr(jax.distributed, 'initialize', initialize)
+  assert parallel.maybe_initialize_distributed() is False
+  assert parallel.maybe_initialize_distributed() is True  # found one
+  errors.append(ValueError('process_id and num_processes must be ...'))
+  with pytest.raises(ValueError, match='process_id'):
+    parallel.maybe_initialize_distributed()
