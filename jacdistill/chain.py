@@ -385,6 +385,18 @@ def _train_stage(stage: _Stage, teacher: Optional[tuple], state, start_step,
   return state, elapsed + time.time() - t_start, last
 
 
+def eval_settings(config, splits: dict, hooks, factor_dims: int) -> dict:
+  """What a stage's scores depend on besides its parameters: the splits and
+  their sizes, the swap protocol and the classifier (by fingerprint). A
+  recorded entry scored under other settings is scored again."""
+  out = {'splits': {name: len(split) for name, split in splits.items()}}
+  if hooks.classifier is not None:
+    out.update(num_permutations=config.eval.num_permutations,
+               seed=config.seed, factor_dims=factor_dims,
+               classifier=checkpoint.fingerprint(hooks.classifier.variables))
+  return out
+
+
 def _evaluate_stage(stage: _Stage, variables,
                     splits: dict[str, input_pipeline.Split], first_dim: int,
                     writer, hooks) -> dict:
@@ -453,6 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
     summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
+  settings = eval_settings(config, eval_splits, hooks, dims[0])
   done = {s['stage']: s for s in summary['stages']}
   first, parent = None, None
   for index, dim in enumerate(dims):
@@ -480,12 +493,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       variables = parallel.local_copy(train.variables_of(state))
       fp = checkpoint.fingerprint(variables)
       entry = done.get(index)
-      if entry is None or entry.get('fingerprint') != fp:
+      if (entry is None or entry.get('fingerprint') != fp or
+          entry.get('eval') != settings):
         entry = {'stage': index, 'latent_dim': dim,
                  'teacher_stage': None if teacher is None else (
                      0 if config.growth.teacher == 'first' else index - 1),
+                 'teacher_fingerprint': None if teacher is None else
+                                        checkpoint.fingerprint(teacher[1]),
                  'steps': total, 'wall_time_s': round(elapsed, 2),
-                 'train_losses': last, 'fingerprint': fp}
+                 'train_losses': last, 'fingerprint': fp, 'eval': settings}
         entry.update(_evaluate_stage(stage, variables, eval_splits, dims[0],
                                      writer, hooks))
         done[index] = entry
