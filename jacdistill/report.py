@@ -1,18 +1,35 @@
-"""Tables and plots from the summary.json files of finished growth chains.
+"""Tables and plots from the summary.json files of finished chains.
 
-Workdirs named `<variant>_s<seed>` are grouped by variant; figures with
-several seeds report the mean and the standard deviation across seeds (ddof
-0), otherwise the spread across swap permutations of the single seed.
+Workdirs named `<variant>_s<seed>` are grouped by variant; a figure over
+several seeds is their mean and sample standard deviation (ddof 1), with the
+number of seeds. Every figure is read from one split's scores (`split`,
+'test' unless said) and the tables say which.
+
+Growth chains. Stage 0 (the teacher) swaps its whole code, so its swap
+accuracy is 1 by construction; comparisons at matched MSE use the student
+stages alone. For each reference seed and each of its student stages, every
+variant's swap accuracy is interpolated (linearly in log MSE) between the
+measured student stages of that variant's chain of the same seed, at the
+reference stage's MSE, and never extrapolated ("-" outside the chain's
+range). The paired difference subtracts the reference stage's own swap
+accuracy, seed by seed (same seed: same teacher, same data order).
+
+Attribute chains. One workdir per seed; each stage is scored by PSNR and by
+flip accuracy per direction: with classes as attributes, +1 (switching a
+class on) is the informative direction (a decoder that keeps the class
+scores (A - 1) / A in the -1 direction). Paired differences are against a
+reference stage of the same chain.
 """
 
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-METRICS = ('test_mse', 'test_psnr', 'swap_acc', 'swap_acc_gt', 'swap_keep',
+# Per-stage metrics of a growth chain, in table order.
+METRICS = ('mse', 'psnr', 'swap_acc', 'swap_acc_gt', 'swap_keep',
            'rec_class_acc')
 
 
@@ -23,55 +40,91 @@ def variant_of(workdir: str) -> tuple[str, int]:
   return (m.group(1), int(m.group(2))) if m else (name, 0)
 
 
-def load(workdirs: list[str]) -> dict[str, dict[int, list[dict]]]:
-  """{variant: {seed: [stage records]}} for workdirs with a summary.json."""
-  out: dict[str, dict[int, list[dict]]] = {}
+def read_summaries(workdirs: list[str]) -> dict[str, dict]:
+  """{workdir: summary} for the workdirs that have a summary.json."""
+  out = {}
   for wd in sorted(workdirs):
     path = os.path.join(wd, 'summary.json')
-    if not os.path.exists(path):
-      continue
-    with open(path) as f:
-      summary = json.load(f)
-    variant, seed = variant_of(wd)
-    out.setdefault(variant, {})[seed] = summary['stages']
+    if os.path.exists(path):
+      with open(path) as f:
+        out[wd] = json.load(f)
   return out
 
 
-def aggregate(runs: dict[int, list[dict]]) -> list[dict]:
-  """Per latent size: mean and spread of each metric over the seeds."""
-  by_k: dict[int, list[dict]] = {}
-  for stages in runs.values():
+def group(summaries: dict[str, dict]) -> dict[str, dict[int, Any]]:
+  """{variant: {seed: summary}} by the workdirs' names."""
+  out: dict[str, dict[int, Any]] = {}
+  for wd, summary in summaries.items():
+    variant, seed = variant_of(wd)
+    out.setdefault(variant, {})[seed] = summary
+  return out
+
+
+def load(workdirs: list[str]) -> dict[str, dict[int, list[dict]]]:
+  """{variant: {seed: [stage entries]}} of growth-chain workdirs."""
+  return {v: {seed: s['stages'] for seed, s in runs.items()}
+          for v, runs in group(read_summaries(workdirs)).items()}
+
+
+def value(stage: dict, metric: str, split: str = 'test') -> float:
+  """A stage's `metric` on `split`; NaN if it was not recorded."""
+  return float(stage.get(split, {}).get(metric, float('nan')))
+
+
+def stats(values) -> tuple[float, float, int]:
+  """(mean, sample std or NaN for one value, n) of the finite `values`."""
+  v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+  if not len(v):
+    return float('nan'), float('nan'), 0
+  return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else
+          float('nan'), len(v))
+
+
+def fmt(values, digits: int = 3, signed: bool = False) -> str:
+  """'mean ± std' over seeds ('mean' alone for one seed, '-' for none)."""
+  mean, std, n = stats(values)
+  if not n:
+    return '-'
+  sign = '+' if signed else ''
+  out = f'{mean:{sign}.{digits}f}'
+  return out if n == 1 else f'{out} ± {std:.{digits}f}'
+
+
+# --------------------------------------------------- growth chains (part A)
+
+
+def first_dim(stages: list[dict]) -> int:
+  """The teacher's code size: the dims every stage's swap exchanges."""
+  return min(s['latent_dim'] for s in stages)
+
+
+def students(stages: list[dict]) -> list[dict]:
+  """The stages whose swapped dims are not their whole code."""
+  k0 = first_dim(stages)
+  return [s for s in stages if s['latent_dim'] > k0]
+
+
+def by_k(runs: dict[int, list[dict]]) -> dict[int, dict[int, dict]]:
+  """{k: {seed: stage}} of a variant's chains."""
+  out: dict[int, dict[int, dict]] = {}
+  for seed, stages in runs.items():
     for s in stages:
-      by_k.setdefault(s['latent_dim'], []).append(s)
-  rows = []
-  for k in sorted(by_k):
-    recs = by_k[k]
-    row: dict[str, Any] = {'k': k, 'seeds': len(recs),
-                           'wall_time_s': float(np.mean([r['wall_time_s']
-                                                         for r in recs]))}
-    for m in METRICS:
-      vals = [r[m] for r in recs if m in r]
-      if not vals:
-        continue
-      row[m] = float(np.mean(vals))
-      if len(vals) > 1:
-        row[m + '_spread'] = float(np.std(vals))
-      elif m + '_std' in recs[0]:
-        row[m + '_spread'] = float(recs[0][m + '_std'])
-    rows.append(row)
-  return rows
+      out.setdefault(s['latent_dim'], {})[seed] = s
+  return dict(sorted(out.items()))
 
 
-def mse_falls_every_stage(runs: dict[int, list[dict]]) -> bool:
-  return all(all(b['test_mse'] < a['test_mse'] for a, b in zip(st, st[1:]))
-             for st in runs.values())
+def mse_falls_every_stage(runs: dict[int, list[dict]],
+                          split: str = 'test') -> bool:
+  return all(all(value(b, 'mse', split) < value(a, 'mse', split)
+                 for a, b in zip(st, st[1:])) for st in runs.values())
 
 
-def swap_at_mse(rows: list[dict], mse: float) -> float:
-  """Swap accuracy of a chain interpolated (linearly in log MSE) at `mse`;
-  NaN outside the chain's MSE range (never extrapolated)."""
-  pts = sorted((np.log(r['test_mse']), r['swap_acc']) for r in rows
-               if 'swap_acc' in r)
+def swap_at_mse(stages: list[dict], mse: float, split: str = 'test') -> float:
+  """Swap accuracy of one chain at `mse`, interpolated linearly in log MSE
+  between its measured student stages; NaN outside their MSE range."""
+  pts = sorted((np.log(value(s, 'mse', split)), value(s, 'swap_acc', split))
+               for s in students(stages))
+  pts = [p for p in pts if np.isfinite(p[1])]
   if not pts:
     return float('nan')
   x, y = zip(*pts)
@@ -81,69 +134,163 @@ def swap_at_mse(rows: list[dict], mse: float) -> float:
   return float(np.interp(lm, x, y))
 
 
-def _fmt(row: dict, m: str, digits: int = 4) -> str:
-  if m not in row:
-    return '-'
-  s = f'{row[m]:.{digits}f}'
-  if m + '_spread' in row:
-    s += f' ± {row[m + "_spread"]:.{digits}f}'
-  return s
+def matched(data: dict[str, dict[int, list[dict]]], reference: str,
+            split: str = 'test') -> list[dict]:
+  """Swap accuracy at the reference's MSEs, per reference student k.
+
+  Returns one row per k of the reference's student stages:
+  `{'k', 'mse': [per reference seed], 'swap': {variant: [per seed]},
+  'diff': {variant: [per seed]}}`, where seed s of a variant is interpolated
+  at seed s's reference MSE (NaN when out of range or the seed is missing)
+  and `diff` subtracts the reference stage's swap accuracy.
+  """
+  ref = data[reference]
+  rows = []
+  for k, per_seed in by_k({s: students(st) for s, st in ref.items()}).items():
+    row = {'k': k, 'mse': [], 'swap': {}, 'diff': {}}
+    for seed, stage in sorted(per_seed.items()):
+      mse = value(stage, 'mse', split)
+      row['mse'].append(mse)
+      for variant, runs in data.items():
+        got = (swap_at_mse(runs[seed], mse, split) if seed in runs
+               else float('nan'))
+        row['swap'].setdefault(variant, []).append(got)
+        row['diff'].setdefault(variant, []).append(
+            got - value(stage, 'swap_acc', split))
+    rows.append(row)
+  return rows
 
 
-def markdown(data: dict[str, dict[int, list[dict]]], reference: str) -> str:
-  """The report's tables as Markdown."""
-  lines = []
-  agg = {v: aggregate(runs) for v, runs in data.items()}
-  lines += ['## Per stage', '',
-            '| variant | k | seeds | test MSE | PSNR (dB) | swap acc | swap acc (labels) | swap keeps class | rec class acc |',
-            '|---|---|---|---|---|---|---|---|---|']
-  for v, rows in agg.items():
-    for r in rows:
-      lines.append(
-          f"| {v} | {r['k']} | {r['seeds']} | {_fmt(r, 'test_mse', 5)} | "
-          f"{_fmt(r, 'test_psnr', 2)} | {_fmt(r, 'swap_acc', 3)} | "
-          f"{_fmt(r, 'swap_acc_gt', 3)} | {_fmt(r, 'swap_keep', 3)} | "
-          f"{_fmt(r, 'rec_class_acc', 3)} |")
-  lines += ['', '## Does the test MSE fall at every stage?', '']
+def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
+             split: str = 'test') -> str:
+  """The growth report's tables as Markdown."""
+  lines = [f'All figures: the **{split}** split. ± is the sample standard '
+           'deviation over seeds (n = seeds).', '',
+           '## Per stage', '',
+           '| variant | k | n | MSE | PSNR (dB) | swap acc | swap acc (labels) '
+           '| swap keeps class | rec class acc |',
+           '|---|---|---|---|---|---|---|---|---|']
   for v, runs in data.items():
-    lines.append(f'- {v}: {"yes" if mse_falls_every_stage(runs) else "NO"} '
-                 f'({len(runs)} seed(s))')
-  if reference in agg:
-    ref_rows = agg[reference]
-    lines += ['', f'## Swap accuracy at matched MSE (the MSE of `{reference}` '
-              'at each k; interpolated in log MSE along each chain, "-" '
-              'outside its range)', '',
-              '| k of reference | MSE | ' + ' | '.join(agg) + ' |',
-              '|---|---|' + '---|' * len(agg)]
-    for r in ref_rows[1:]:
-      cells = [swap_at_mse(rows, r['test_mse']) for rows in agg.values()]
-      lines.append(f"| {r['k']} | {r['test_mse']:.5f} | " + ' | '.join(
-          '-' if np.isnan(c) else f'{c:.3f}' for c in cells) + ' |')
+    k0 = min(first_dim(st) for st in runs.values())
+    for k, per_seed in by_k(runs).items():
+      cells = [fmt([value(s, m, split) for s in per_seed.values()],
+                   5 if m == 'mse' else 2 if m == 'psnr' else 3)
+               for m in METRICS]
+      if k == k0:
+        cells[2] = '1 (by construction)'
+      lines.append(f'| {v} | {k} | {len(per_seed)} | ' + ' | '.join(cells)
+                   + ' |')
+  lines += ['', '## Does the MSE fall at every stage?', '']
+  for v, runs in data.items():
+    lines.append(f'- {v}: {"yes" if mse_falls_every_stage(runs, split) else "NO"}'
+                 f' ({len(runs)} seed(s))')
+  if reference not in data:
+    return '\n'.join(lines) + '\n'
+  rows = matched(data, reference, split)
+  variants = list(data)
+  head = '| k of reference | MSE | ' + ' | '.join(variants) + ' |'
+  rule = '|---|---|' + '---|' * len(variants)
+  lines += ['', f'## Swap accuracy at matched MSE (student stages only)', '',
+            f'At the MSE of each student stage of `{reference}`, each '
+            "variant's swap accuracy interpolated in log MSE between the "
+            'student stages of its chain of the same seed; "-": outside '
+            'every seed\'s range; (n) where fewer seeds than the reference '
+            'have a value.', '', head, rule]
+  for r in rows:
+    lines.append(f"| {r['k']} | {fmt(r['mse'], 5)} | " + ' | '.join(
+        _with_n(r['swap'][v], len(r['mse'])) for v in variants) + ' |')
+  lines += ['', f'## Paired difference from `{reference}` at matched MSE', '',
+            f"Per seed: the variant's matched swap accuracy minus "
+            f"`{reference}`'s own at that stage; mean ± std over seeds.", '',
+            head, rule]
+  for r in rows:
+    lines.append(f"| {r['k']} | {fmt(r['mse'], 5)} | " + ' | '.join(
+        _with_n(r['diff'][v], len(r['mse']), signed=True)
+        for v in variants) + ' |')
   return '\n'.join(lines) + '\n'
 
 
-def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str) -> None:
-  """Swap accuracy against test MSE, one curve per variant (the paper's
-  trade-off figure), error bars = spread."""
+def _with_n(values, expected: int, signed: bool = False) -> str:
+  text = fmt(values, signed=signed)
+  n = stats(values)[2]
+  return text if text == '-' or n == expected else f'{text} ({n})'
+
+
+def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 5))
+  return plt
+
+
+def _curve(runs: dict[int, list[dict]], metric: str, split: str,
+           keep=lambda k: True):
+  """(k, mean MSE, mean metric, std metric) per k, over the seeds."""
+  out = []
+  for k, per_seed in by_k(runs).items():
+    if keep(k):
+      m = stats([value(s, metric, split) for s in per_seed.values()])
+      mse = stats([value(s, 'mse', split) for s in per_seed.values()])
+      out.append((k, mse[0], m[0], 0.0 if np.isnan(m[1]) else m[1]))
+  return out
+
+
+def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str,
+                  split: str = 'test') -> None:
+  """Swap accuracy against MSE of the student stages, one curve per
+  variant (mean over seeds, error bars one std)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7.5, 5.5))
   for v, runs in data.items():
-    rows = [r for r in aggregate(runs) if 'swap_acc' in r]
-    if not rows:
+    k0 = min(first_dim(st) for st in runs.values())
+    pts = [p for p in _curve(runs, 'swap_acc', split, lambda k: k > k0)
+           if np.isfinite(p[2])]
+    if not pts:
       continue
-    x = [r['test_mse'] for r in rows]
-    y = [r['swap_acc'] for r in rows]
-    err = [r.get('swap_acc_spread', 0.0) for r in rows]
-    ax.errorbar(x, y, yerr=err, marker='o', ms=3, capsize=2, label=v)
-    ax.annotate(f"k={rows[-1]['k']}", (x[-1], y[-1]), fontsize=7)
+    ks, x, y, err = zip(*pts)
+    ax.errorbar(x, y, yerr=err, marker='o', ms=3, capsize=2,
+                label=f'{v} (n={len(runs)})')
+    ax.annotate(f'k={ks[-1]}', (x[-1], y[-1]), fontsize=7)
   ax.set_xscale('log')
   ax.invert_xaxis()
-  ax.set_xlabel('test reconstruction MSE (log scale, better to the right)')
-  ax.set_ylabel('swap accuracy (external classifier)')
+  ax.set_xlabel(f'{split} MSE (log scale, better to the right)')
+  ax.set_ylabel(f'{split} swap accuracy (external classifier)')
+  ax.set_title('Student stages (k > 2); mean over seeds, bars: 1 std',
+               fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_against_k(data: dict[str, dict[int, list[dict]]], path: str,
+                   variants: Optional[list[str]] = None,
+                   split: str = 'test') -> None:
+  """The paper's figure: MSE and swap accuracy against the code size k."""
+  plt = _pyplot()
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+  for v in variants or list(data):
+    if v not in data:
+      continue
+    runs = data[v]
+    k0 = min(first_dim(st) for st in runs.values())
+    mse = _curve(runs, 'mse', split)
+    left.errorbar([p[0] for p in mse], [p[2] for p in mse],
+                  yerr=[p[3] for p in mse], marker='o', ms=3, capsize=2,
+                  label=f'{v} (n={len(runs)})')
+    swap = [p for p in _curve(runs, 'swap_acc', split, lambda k: k > k0)
+            if np.isfinite(p[2])]
+    right.errorbar([p[0] for p in swap], [p[2] for p in swap],
+                   yerr=[p[3] for p in swap], marker='o', ms=3, capsize=2,
+                   label=v)
+  left.set_xlabel('code size k')
+  left.set_ylabel(f'{split} reconstruction MSE')
+  right.set_xlabel('code size k')
+  right.set_ylabel(f'{split} swap accuracy (teacher dims swapped)')
+  for ax in (left, right):
+    ax.grid(alpha=0.3)
+  left.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -188,59 +335,108 @@ def is_attribute_chain(summary: dict) -> bool:
   return 'stage_order' in summary.get('config', {})
 
 
-def _mean(values) -> float:
-  return float(np.mean(values)) if values else float('nan')
+def _stage_order(runs: dict[int, dict]) -> list[str]:
+  order = []
+  for summary in runs.values():
+    order += [s['name'] for s in summary['stages'] if s['name'] not in order]
+  return order
 
 
-def attribute_markdown(summary: dict) -> str:
-  """Per-stage PSNR and flip accuracy of one attribute chain, and the flip
-  accuracy of every attribute and direction, as Markdown tables."""
-  stages = summary['stages']
-  names = list(summary['config']['data']['attributes'])
-  lines = ['## Per stage', '',
-           '| stage | code size | grown from | teacher | steps | train time (s) '
-           '| test PSNR (dB) | test MSE | flip acc | flip +1 | flip -1 |',
-           '|---|---|---|---|---|---|---|---|---|---|---|']
-  for s in stages:
-    flip = (f"{s['flip_acc']:.3f} | {_mean(s['flip_acc_pos']):.3f} | "
-            f"{_mean(s['flip_acc_neg']):.3f}" if 'flip_acc' in s
-            else '- | - | -')
+def _by_name(runs: dict[int, dict]) -> dict[str, dict[int, dict]]:
+  """{stage name: {seed: entry}}."""
+  out: dict[str, dict[int, dict]] = {}
+  for seed, summary in sorted(runs.items()):
+    for s in summary['stages']:
+      out.setdefault(s['name'], {})[seed] = s
+  return out
+
+
+_ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
+                 ('flip_acc_pos_mean', 'flip +1', 3),
+                 ('flip_acc_neg_mean', 'flip -1', 3),
+                 ('flip_acc', 'flip mean', 3))
+
+
+def attribute_markdown(runs: dict[int, dict], reference: str = '',
+                       split: str = 'test') -> str:
+  """Per-stage PSNR and flip accuracy of attribute chains (one per seed),
+  paired differences against stage `reference`, and the flip accuracy of
+  every attribute and direction, as Markdown."""
+  names = list(next(iter(runs.values()))['config']['data']['attributes'])
+  stages = _by_name(runs)
+  order = _stage_order(runs)
+  lines = [f'All figures: the **{split}** split. ± is the sample standard '
+           'deviation over seeds (n = seeds). flip +1: an attribute switched '
+           'on (with classes as attributes, the informative direction); '
+           'flip -1: switched off; flip mean: both.', '',
+           '## Per stage', '',
+           '| stage | code size | grown from | teacher | steps | n | '
+           + ' | '.join(c[1] for c in _ATTR_COLUMNS) + ' |',
+           '|---|---|---|---|---|---|' + '---|' * len(_ATTR_COLUMNS)]
+  for name in order:
+    per_seed = stages[name]
+    first = next(iter(per_seed.values()))
+    cells = [fmt([value(s, m, split) for s in per_seed.values()], digits)
+             for m, _, digits in _ATTR_COLUMNS]
     lines.append(
-        f"| {s['name']} | {s['code_size']} | {s.get('init') or '-'} | "
-        f"{s.get('teacher') or '-'} | {s['steps']} | {s['wall_time_s']:.0f} | "
-        f"{s['test_psnr']:.2f} | {s['test_mse']:.5f} | {flip} |")
-  scored = [s for s in stages if 'flip_acc' in s]
+        f"| {name} | {first['code_size']} | {first.get('init') or '-'} | "
+        f"{first.get('teacher') or '-'} | {first['steps']} | {len(per_seed)} "
+        '| ' + ' | '.join(cells) + ' |')
+  if reference in stages:
+    ref = stages[reference]
+    lines += ['', f'## Paired difference from `{reference}` (same seed)', '',
+              '| stage | n | ' + ' | '.join(c[1] for c in _ATTR_COLUMNS)
+              + ' |', '|---|---|' + '---|' * len(_ATTR_COLUMNS)]
+    for name in order:
+      if name == reference:
+        continue
+      seeds = [s for s in stages[name] if s in ref]
+      cells = [fmt([value(stages[name][s], m, split) - value(ref[s], m, split)
+                    for s in seeds], digits, signed=True)
+               for m, _, digits in _ATTR_COLUMNS]
+      lines.append(f'| {name} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+  scored = [n for n in order if any('flip_acc_pos' in s.get(split, {})
+                                    for s in stages[n].values())]
   if scored:
-    lines += ['', '## Flip accuracy per attribute (+1 / -1)', '',
-              '| attribute | ' + ' | '.join(s['name'] for s in scored) + ' |',
+    lines += ['', '## Flip accuracy per attribute (+1 / -1, mean over seeds)',
+              '', '| attribute | ' + ' | '.join(scored) + ' |',
               '|---|' + '---|' * len(scored)]
-    for a, name in enumerate(names):
-      lines.append(f'| {name} | ' + ' | '.join(
-          f"{s['flip_acc_pos'][a]:.3f} / {s['flip_acc_neg'][a]:.3f}"
-          for s in scored) + ' |')
+    for a, attr in enumerate(names):
+      cells = []
+      for n in scored:
+        pos = [s[split]['flip_acc_pos'][a] for s in stages[n].values()]
+        neg = [s[split]['flip_acc_neg'][a] for s in stages[n].values()]
+        cells.append(f'{np.mean(pos):.3f} / {np.mean(neg):.3f}')
+      lines.append(f'| {attr} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
 
-def plot_flip_vs_psnr(summary: dict, path: str) -> None:
-  """Flip accuracy (and its +1 half) against test PSNR, one point per stage."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  for s in summary['stages']:
-    if 'flip_acc' not in s:
+def plot_flip_vs_psnr(runs: dict[int, dict], path: str,
+                      split: str = 'test') -> None:
+  """Flip accuracy of +1 edits (filled) and of both directions (hollow)
+  against PSNR, one point per stage, mean over seeds with 1-std bars."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for name, per_seed in _by_name(runs).items():
+    entries = list(per_seed.values())
+    if not any('flip_acc' in s.get(split, {}) for s in entries):
       continue
-    x = s['test_psnr']
-    point = ax.plot(x, s['flip_acc'], 'o', ms=7, label=s['name'])[0]
-    ax.plot(x, _mean(s['flip_acc_pos']), '^', ms=6, mfc='none',
-            color=point.get_color())
-    ax.annotate(f"{s['name']} (code {s['code_size']})", (x, s['flip_acc']),
+    x = stats([value(s, 'psnr', split) for s in entries])
+    pos = stats([value(s, 'flip_acc_pos_mean', split) for s in entries])
+    both = stats([value(s, 'flip_acc', split) for s in entries])
+    bar = lambda st: 0.0 if np.isnan(st[1]) else st[1]
+    line = ax.errorbar(x[0], pos[0], xerr=bar(x), yerr=bar(pos), fmt='o',
+                       ms=7, capsize=2, label=f'{name} (n={x[2]})')
+    ax.errorbar(x[0], both[0], yerr=bar(both), fmt='o', ms=6, mfc='none',
+                capsize=2, color=line[0].get_color())
+    ax.annotate(f"{name} (code {entries[0]['code_size']})", (x[0], pos[0]),
                 textcoords='offset points', xytext=(5, 4), fontsize=8)
-  ax.set_xlabel('test PSNR (dB), better to the right')
-  ax.set_ylabel('flip accuracy (external classifier)')
-  ax.set_title('o: mean over +1 and -1 edits;  ^: +1 edits only', fontsize=9)
+  ax.set_xlabel(f'{split} PSNR (dB), better to the right')
+  ax.set_ylabel(f'{split} flip accuracy (external classifier)')
+  ax.set_title('filled: +1 edits (attribute switched on); hollow: mean of '
+               '+1 and -1', fontsize=9)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

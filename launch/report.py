@@ -1,77 +1,89 @@
 """Writes the Markdown tables and plots of finished runs.
 
-  python launch/report.py --out=results/fashion_grow workdirs/sweep/*
-  python launch/report.py --out=results/fashion_attr workdirs/fashion_attr_quick
+  python launch/report.py --out=results/fashion_grow workdirs/grow/*
+  python launch/report.py --out=results/fashion_attr --reference=student32 workdirs/attr/*
 
-Growth chains (one or more workdirs): OUT/report.md (tables),
-OUT/tradeoff.png (swap accuracy against MSE, one curve per variant),
-OUT/reconstructions.png and OUT/traversals.png (the last stage of each
-variant's first seed, side by side).
+Growth chains (workdirs named `<variant>_s<seed>`): OUT/report.md (tables),
+OUT/tradeoff.png (swap accuracy against MSE of the student stages, one
+curve per variant), OUT/against_k.png (MSE and swap accuracy against k, the
+paper's figure), OUT/reconstructions.png and OUT/traversals.png (the last
+stage of each variant's first seed, side by side).
 
-An attribute chain (one workdir): OUT/report.md (PSNR and flip accuracy per
-stage and per attribute), OUT/flip_vs_psnr.png and OUT/edits.png (every
-stage's edit grid, stacked).
+Attribute chains (one workdir per seed, `<name>_s<seed>`): OUT/report.md
+(PSNR and flip accuracy per stage, paired differences against
+--reference, flip accuracy per attribute), OUT/flip_vs_psnr.png and
+OUT/edits.png (every stage's edit grid of the first seed, stacked).
+
+Every figure comes from the split given by --split (default test).
 """
 
-import json
 import os
 import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from jacdistill import report  # pylint: disable=g-import-not-at-top
+from jacdistill import report
 
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
-_REFERENCE = flags.DEFINE_string('reference', 'upstream',
-                                 'Variant whose MSEs are the matched points.')
+_REFERENCE = flags.DEFINE_string(
+    'reference', None, 'Growth: the variant whose MSEs are the matched points '
+    '(default upstream). Attribute: the stage the others are compared with '
+    '(default: none).')
+_SPLIT = flags.DEFINE_enum('split', 'test', ['test', 'validation'],
+                           'Split whose scores the report reads.')
+_VARIANTS = flags.DEFINE_list(
+    'against_k', ['upstream', 'b1_latent_only', 'b2_no_supervision',
+                  'jac_only_0.1', 'jac_only_1'],
+    'Growth variants drawn in against_k.png.')
 
 
-def _attribute_report(workdir: str, summary: dict, out: str) -> None:
+def _attribute_report(summaries: dict, out: str) -> None:
+  groups = report.group(summaries)
+  if len(groups) > 1:
+    sys.exit('error: attribute-chain workdirs of several variants '
+             f'({", ".join(sorted(groups))}); give the seeds of one')
+  runs = next(iter(groups.values()))
   with open(os.path.join(out, 'report.md'), 'w') as f:
-    f.write(report.attribute_markdown(summary))
-  report.plot_flip_vs_psnr(summary, os.path.join(out, 'flip_vs_psnr.png'))
+    f.write(report.attribute_markdown(runs, _REFERENCE.value or '',
+                                      _SPLIT.value))
+  report.plot_flip_vs_psnr(runs, os.path.join(out, 'flip_vs_psnr.png'),
+                           _SPLIT.value)
+  workdir = sorted(summaries)[0]
   report.stack_pictures(
       [(f"{s['name']} (code {s['code_size']}): input, reconstruction, then "
         'each attribute set to +1', os.path.join(workdir, s['name'],
                                                  'edits.png'))
-       for s in summary['stages']], os.path.join(out, 'edits.png'))
+       for s in summaries[workdir]['stages']], os.path.join(out, 'edits.png'))
   print(f'wrote {out}/report.md, flip_vs_psnr.png, edits.png')
 
 
 def main(argv):
-  workdirs = argv[1:]
-  summaries = {}
-  for wd in workdirs:
-    path = os.path.join(wd, 'summary.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        summaries[wd] = json.load(f)
+  summaries = report.read_summaries(argv[1:])
   if not summaries:
     sys.exit('error: none of the given workdirs has a summary.json')
   os.makedirs(_OUT.value, exist_ok=True)
-  attribute = [wd for wd, s in summaries.items()
-               if report.is_attribute_chain(s)]
-  if attribute:
-    if len(summaries) > 1:
-      sys.exit('error: give one attribute-chain workdir at a time (got '
-               f'{len(summaries)} workdirs with a summary.json)')
-    _attribute_report(attribute[0], summaries[attribute[0]], _OUT.value)
+  kinds = {report.is_attribute_chain(s) for s in summaries.values()}
+  if len(kinds) > 1:
+    sys.exit('error: give growth-chain or attribute-chain workdirs, not both')
+  if kinds == {True}:
+    _attribute_report(summaries, _OUT.value)
     return
-  data = report.load(workdirs)
+  data = report.load(list(summaries))
   with open(os.path.join(_OUT.value, 'report.md'), 'w') as f:
-    f.write(report.markdown(data, _REFERENCE.value))
-  report.plot_tradeoff(data, os.path.join(_OUT.value, 'tradeoff.png'))
+    f.write(report.markdown(data, _REFERENCE.value or 'upstream',
+                            _SPLIT.value))
+  report.plot_tradeoff(data, os.path.join(_OUT.value, 'tradeoff.png'),
+                       _SPLIT.value)
+  report.plot_against_k(data, os.path.join(_OUT.value, 'against_k.png'),
+                        _VARIANTS.value, _SPLIT.value)
   first = {}
-  for wd in sorted(workdirs):
-    variant, _ = report.variant_of(wd)
-    first.setdefault(variant, wd)
+  for wd in sorted(summaries):
+    first.setdefault(report.variant_of(wd)[0], wd)
   for picture in ('reconstructions.png', 'traversals.png'):
     report.strips(first, picture, os.path.join(_OUT.value, picture))
-  print(f'wrote {_OUT.value}/report.md, tradeoff.png, reconstructions.png, '
-        'traversals.png')
+  print(f'wrote {_OUT.value}/report.md, tradeoff.png, against_k.png, '
+        'reconstructions.png, traversals.png')
 
 
 if __name__ == '__main__':

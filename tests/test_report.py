@@ -1,4 +1,5 @@
-"""The report's aggregation and matched-MSE interpolation."""
+"""The reports' aggregation, matched-MSE interpolation and paired differences,
+on summaries with known numbers."""
 
 import json
 import os
@@ -9,80 +10,145 @@ import pytest
 from jacdistill import report
 
 
-def _stage(k, mse, swap, **extra):
-  return {'latent_dim': k, 'test_mse': mse, 'test_psnr': -10 * np.log10(mse),
-          'swap_acc': swap, 'wall_time_s': 1.0, **extra}
+def _stage(k, mse, swap, split='test', **extra):
+  return {'latent_dim': k, 'wall_time_s': 1.0,
+          split: {'mse': mse, 'psnr': -10 * np.log10(mse), 'swap_acc': swap},
+          **extra}
+
+
+def _write(root, name, summary):
+  os.makedirs(root / name)
+  with open(root / name / 'summary.json', 'w') as f:
+    json.dump(summary, f)
+  return str(root / name)
 
 
 def test_variant_of():
   assert report.variant_of('/a/b/upstream_s2') == ('upstream', 2)
-  assert report.variant_of('/a/jac_swap_0.1_s0/') == ('jac_swap_0.1', 0)
+  assert report.variant_of('/a/jac_only_0.1_s0/') == ('jac_only_0.1', 0)
   assert report.variant_of('plain') == ('plain', 0)
 
 
-def test_aggregate_mean_and_seed_spread():
-  runs = {0: [_stage(2, 0.04, 1.0), _stage(3, 0.03, 0.8)],
-          1: [_stage(2, 0.06, 1.0), _stage(3, 0.01, 0.6)]}
-  rows = report.aggregate(runs)
-  assert [r['k'] for r in rows] == [2, 3]
-  assert rows[1]['test_mse'] == pytest.approx(0.02)
-  assert rows[1]['test_mse_spread'] == pytest.approx(0.01)
-  assert rows[1]['swap_acc'] == pytest.approx(0.7)
-  assert rows[1]['swap_acc_spread'] == pytest.approx(0.1)
-  assert report.mse_falls_every_stage(runs)
-  runs[1].append(_stage(4, 0.02, 0.5))
-  assert not report.mse_falls_every_stage(runs)
+def test_stats_and_format():
+  mean, std, n = report.stats([0.5, 0.7, float('nan')])
+  assert (mean, n) == (pytest.approx(0.6), 2)
+  assert std == pytest.approx(np.sqrt(0.02))  # Sample std, ddof 1.
+  assert report.fmt([0.5, 0.7]) == '0.600 ± 0.141'
+  assert report.fmt([0.25]) == '0.250'
+  assert report.fmt([float('nan')]) == '-'
+  assert report.fmt([0.01, 0.03], signed=True) == '+0.020 ± 0.014'
 
 
-def test_swap_at_mse_interpolates_in_log_mse_and_never_extrapolates():
-  rows = [{'test_mse': 0.04, 'swap_acc': 1.0}, {'test_mse': 0.01, 'swap_acc': 0.5}]
-  # log(0.02) lies halfway between log(0.04) and log(0.01).
-  assert report.swap_at_mse(rows, 0.02) == pytest.approx(0.75)
-  assert report.swap_at_mse(rows, 0.04) == pytest.approx(1.0)
-  assert np.isnan(report.swap_at_mse(rows, 0.05))
-  assert np.isnan(report.swap_at_mse(rows, 0.005))
+def test_swap_at_mse_uses_student_stages_only_and_never_extrapolates():
+  # The teacher (k=2) has swap accuracy 1 by construction; it must not be an
+  # interpolation end point.
+  chain = [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.8), _stage(4, 0.01, 0.6)]
+  assert [s['latent_dim'] for s in report.students(chain)] == [3, 4]
+  # log(0.02 * 0.01) / 2: halfway in log MSE between k=3 and k=4.
+  assert report.swap_at_mse(chain, np.sqrt(0.02 * 0.01)) == pytest.approx(0.7)
+  assert report.swap_at_mse(chain, 0.02) == pytest.approx(0.8)
+  # Between the teacher and the first student: outside the student range.
+  assert np.isnan(report.swap_at_mse(chain, 0.03))
+  assert np.isnan(report.swap_at_mse(chain, 0.005))
 
 
-def test_markdown_from_workdirs(tmp_path):
-  for name, stages in {
-      'upstream_s0': [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.8)],
-      'b2_no_supervision_s0': [_stage(2, 0.04, 1.0), _stage(3, 0.01, 0.4)]}.items():
-    os.makedirs(tmp_path / name)
-    with open(tmp_path / name / 'summary.json', 'w') as f:
-      json.dump({'stages': stages}, f)
-  data = report.load([str(tmp_path / n) for n in os.listdir(tmp_path)])
+def test_matched_table_pairs_seeds_and_excludes_the_teacher(tmp_path):
+  # Two seeds of the reference and of a variant. The variant's chain of
+  # seed s is interpolated at seed s's reference MSE.
+  runs = {
+      'upstream_s0': [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.80),
+                      _stage(4, 0.01, 0.70)],
+      'upstream_s1': [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.76),
+                      _stage(4, 0.01, 0.66)],
+      # Seed 0 of b1 passes MSE 0.02 halfway (in log MSE) between its
+      # students 0.04 (0.9) and 0.01 (0.5): 0.7. Seed 1 has its students at
+      # 0.02 (0.6) and 0.01 (0.4).
+      'b1_s0': [_stage(2, 0.08, 1.0), _stage(3, 0.04, 0.9),
+                _stage(4, 0.01, 0.5)],
+      'b1_s1': [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.6),
+                _stage(4, 0.01, 0.4)],
+      # A chain whose teacher is at the reference's MSE 0.02 with swap 1.0 and
+      # whose students lie below 0.015: it has no matched value at k=3.
+      'flatter_s0': [_stage(2, 0.02, 1.0), _stage(3, 0.015, 0.5),
+                     _stage(4, 0.005, 0.3)],
+  }
+  workdirs = [_write(tmp_path, name, {'stages': st})
+              for name, st in runs.items()]
+  data = report.load(workdirs)
+  rows = report.matched(data, 'upstream')
+  assert [r['k'] for r in rows] == [3, 4]
+  k3, k4 = rows
+  np.testing.assert_allclose(k3['swap']['b1'], [0.7, 0.6])
+  np.testing.assert_allclose(k3['diff']['b1'], [0.7 - 0.80, 0.6 - 0.76])
+  np.testing.assert_allclose(k4['swap']['b1'], [0.5, 0.4])
+  assert np.isnan(k3['swap']['flatter'][0])  # Not the teacher's 1.0.
+  assert np.isnan(k3['swap']['flatter'][1])  # No seed 1.
+  # log(0.01) lies between log(0.015) and log(0.005) at fraction
+  # log(1.5) / log(3).
+  t = np.log(1.5) / np.log(3)
+  np.testing.assert_allclose(k4['swap']['flatter'][0], 0.5 + t * (0.3 - 0.5))
+  np.testing.assert_allclose(k3['swap']['upstream'], [0.80, 0.76])
+  np.testing.assert_allclose(k3['diff']['upstream'], [0, 0], atol=1e-12)
+
   text = report.markdown(data, 'upstream')
-  assert '| upstream | 3 | 1 | 0.02000 |' in text
-  # At upstream's k=3 MSE 0.02, b2 is halfway (in log MSE) between its
-  # stages: 1.0 + (0.4 - 1.0) * 0.5 = 0.7.
-  assert '| 3 | 0.02000 | 0.700 | 0.800 |' in text or (
-      '| 3 | 0.02000 | 0.800 | 0.700 |' in text)
-  report.plot_tradeoff(data, str(tmp_path / 'plot.png'))
-  assert os.path.getsize(tmp_path / 'plot.png') > 1000
+  assert 'the **test** split' in text
+  # Per stage: the teacher's swap accuracy is labelled, not averaged in.
+  assert '| upstream | 2 | 2 | 0.04000 ± 0.00000 |' in text
+  assert '1 (by construction)' in text
+  # Matched: columns b1, flatter, upstream (variants in name order).
+  assert ('| 3 | 0.02000 ± 0.00000 | 0.650 ± 0.071 | - | 0.780 ± 0.028 |'
+          in text)
+  assert '| 4 | 0.01000 ± 0.00000 | 0.450 ± 0.071 | 0.426 (1) |' in text
+  # Paired differences: b1 - upstream per seed, (-0.10, -0.16).
+  assert ('| 3 | 0.02000 ± 0.00000 | -0.130 ± 0.042 | - | +0.000 ± 0.000 |'
+          in text)
+  report.plot_tradeoff(data, str(tmp_path / 'tradeoff.png'))
+  report.plot_against_k(data, str(tmp_path / 'k.png'), ['upstream', 'b1'])
+  assert os.path.getsize(tmp_path / 'tradeoff.png') > 1000
+  assert os.path.getsize(tmp_path / 'k.png') > 1000
+
+
+def test_mse_falls_every_stage_and_the_split_is_read():
+  runs = {0: [_stage(2, 0.04, 1.0, 'validation'),
+              _stage(3, 0.03, 0.8, 'validation')]}
+  assert report.mse_falls_every_stage(runs, 'validation')
+  runs[0].append(_stage(4, 0.05, 0.5, 'validation'))
+  assert not report.mse_falls_every_stage(runs, 'validation')
+  assert np.isnan(report.value(runs[0][0], 'mse', 'test'))
 
 
 def _attr_stage(name, code, psnr, pos, neg, **extra):
   return {'name': name, 'code_size': code, 'steps': 10, 'wall_time_s': 12.3,
-          'test_psnr': psnr, 'test_mse': 10 ** (-psnr / 10),
-          'flip_acc_pos': pos, 'flip_acc_neg': neg,
-          'flip_acc': float(np.mean(pos + neg)), **extra}
+          'test': {'psnr': psnr, 'mse': 10 ** (-psnr / 10),
+                   'flip_acc_pos': pos, 'flip_acc_neg': neg,
+                   'flip_acc_pos_mean': float(np.mean(pos)),
+                   'flip_acc_neg_mean': float(np.mean(neg)),
+                   'flip_acc': float(np.mean(pos + neg))}, **extra}
 
 
-def test_attribute_report(tmp_path):
-  summary = {
-      'config': {'stage_order': ['teacher', 'student'],
-                 'data': {'attributes': ['smile', 'glasses']}},
-      'stages': [_attr_stage('teacher', 74, 20.0, [0.5, 0.7], [1.0, 0.9]),
-                 _attr_stage('student', 138, 23.0, [0.25, 0.75], [1.0, 1.0],
-                             init='teacher', teacher='teacher')]}
-  assert report.is_attribute_chain(summary)
+def test_attribute_report_over_seeds(tmp_path):
+  config = {'stage_order': ['teacher', 'student'],
+            'data': {'attributes': ['smile', 'glasses']}}
+  runs = {
+      0: {'config': config, 'stages': [
+          _attr_stage('teacher', 74, 20.0, [0.5, 0.7], [1.0, 0.9]),
+          _attr_stage('student', 138, 23.0, [0.25, 0.75], [1.0, 1.0],
+                      init='teacher', teacher='teacher')]},
+      1: {'config': config, 'stages': [
+          _attr_stage('teacher', 74, 21.0, [0.7, 0.9], [1.0, 0.9]),
+          _attr_stage('student', 138, 23.5, [0.55, 0.85], [1.0, 0.8],
+                      init='teacher', teacher='teacher')]}}
+  assert report.is_attribute_chain(runs[0])
   assert not report.is_attribute_chain({'config': {}, 'stages': []})
-  text = report.attribute_markdown(summary)
-  # flip acc = mean of the four fractions; +1 / -1 columns their halves.
-  assert ('| teacher | 74 | - | - | 10 | 12 | 20.00 | 0.01000 | 0.775 | '
-          '0.600 | 0.950 |') in text
-  assert ('| student | 138 | teacher | teacher | 10 | 12 | 23.00 | 0.00501 | '
-          '0.750 | 0.500 | 1.000 |') in text
-  assert '| glasses | 0.700 / 0.900 | 0.750 / 1.000 |' in text
-  report.plot_flip_vs_psnr(summary, str(tmp_path / 'flip.png'))
+  text = report.attribute_markdown(runs, reference='teacher')
+  # PSNR 20.5 ± 0.71; flip +1 means 0.6 and 0.8 -> 0.700 ± 0.141.
+  assert ('| teacher | 74 | - | - | 10 | 2 | 20.50 ± 0.71 | '
+          in text)
+  assert '| 0.700 ± 0.141 | 0.950 ± 0.000 |' in text
+  # Student - teacher, per seed: PSNR +3.0, +2.5; flip +1 -0.1, -0.1.
+  assert '| student | 2 | +2.75 ± 0.35 |' in text
+  assert '| -0.100 ± 0.000 |' in text
+  # Per attribute, mean over seeds: glasses +1 (0.75 + 0.85) / 2.
+  assert '| glasses | 0.800 / 0.900 | 0.800 / 0.900 |' in text
+  report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'))
   assert os.path.getsize(tmp_path / 'flip.png') > 1000
