@@ -24,7 +24,7 @@ def loss(rec=100.0, lat=0.0, jac=0.0, xcov=0.0, attr=0.0, cycle_attr=0.0,
   return c
 
 
-def stage(nuisance, init='', teacher='', trainable='all', epochs=0,
+def stage(nuisance, init='', teacher='', trainable='all', epochs=0, steps=0,
           **weights):
   """One stage: its nuisance size, where it starts, who supervises it."""
   c = ml_collections.ConfigDict()
@@ -33,6 +33,7 @@ def stage(nuisance, init='', teacher='', trainable='all', epochs=0,
   c.teacher = teacher  # Frozen stage supervising this one ('' = none).
   c.trainable = trainable  # 'all', or 'decoder' (the init stage's encoder kept).
   c.epochs = epochs  # Epochs of this stage; 0 = train.epochs_per_stage.
+  c.steps = steps  # Steps of this stage; 0 = train.steps_per_stage, else the epochs.
   c.loss = loss(**weights)  # Loss weights of this stage.
   return c
 

@@ -25,6 +25,9 @@ import ml_collections
 from configs import _attr_common as common
 from jacdistill import input_pipeline
 
+EPOCHS = 20  # Epochs of a stage in the recipe.
+QUICK_STEPS = 2000  # Steps of a stage in the 'quick' variant.
+
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   options = variant.split(',')
@@ -51,8 +54,12 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.model.max_channels = 128  # Cap of the conv widths.
   c.model.image_channels = 1  # Grey images.
 
-  # Stages run in this order; each names earlier stages only.
-  c.stage_order = ('teacher', 'student8', 'student32', 'baseline32')
+  # Stages run in this order; each names earlier stages only. The lat_ and
+  # jac_ chains are the ablation: each keeps one of the two supervision
+  # terms of the recipe's students.
+  c.stage_order = ('teacher', 'student8', 'student32', 'lat_student8',
+                   'lat_student32', 'jac_student8', 'jac_student32',
+                   'baseline32')
   c.stages = ml_collections.ConfigDict()
   # Labels teach the attribute scores. The nuisance is tiny (2 channels, 8
   # dims) so that the decoder must take the class from the scores, and the
@@ -67,15 +74,27 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Grown from student8 and supervised by it (upstream's chain).
   c.stages.student32 = common.stage(32, init='student8', teacher='student8',
                                     rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
+  # The same chain with the score match alone (no Jacobian term), and with
+  # the Jacobian term alone (no score match).
+  for prefix, weights in (('lat_', dict(jac=0.0, lat=1.0)),
+                          ('jac_', dict(jac=50.0, lat=0.0))):
+    c.stages[prefix + 'student8'] = common.stage(
+        8, init='teacher', teacher='teacher', rec=100.0, xcov=0.01, **weights)
+    c.stages[prefix + 'student32'] = common.stage(
+        32, init=prefix + 'student8', teacher=prefix + 'student8', rec=100.0,
+        xcov=0.01, **weights)
   # Baseline: the teacher's recipe (labels, no teacher: jac = lat = 0) at the
-  # largest student's code size, from a fresh initialisation.
-  c.stages.baseline32 = common.stage(32, rec=100.0, attr=10.0, xcov=0.1)
+  # largest student's code size, from a fresh initialisation, trained as
+  # long as student32's lineage (teacher, student8, student32) together.
+  c.stages.baseline32 = common.stage(32, epochs=3 * EPOCHS, rec=100.0,
+                                     attr=10.0, xcov=0.1)
 
-  common.add_run_fields(c, epochs_per_stage=20, eval_batch_size=500,
+  common.add_run_fields(c, epochs_per_stage=EPOCHS, eval_batch_size=500,
                         flip_examples=1000)
 
   if variant == 'quick':
-    c.train.steps_per_stage = 2000
+    c.train.steps_per_stage = QUICK_STEPS
+    c.stages.baseline32.steps = 3 * QUICK_STEPS
     c.checkpoint.every_steps = 500
   elif variant == 'smoke':
     c.data.limit = 256
@@ -84,7 +103,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.stages.teacher.nuisance = 2
     c.stages.student8.nuisance = 4
     c.stages.student32.nuisance = 6
+    for prefix in ('lat_', 'jac_'):
+      c.stages[prefix + 'student8'].nuisance = 4
+      c.stages[prefix + 'student32'].nuisance = 6
     c.stages.baseline32.nuisance = 6
+    c.stages.baseline32.steps = 3 * 3
     c.train.steps_per_stage = 3
     c.checkpoint.every_steps = 2
     c.log.every_steps = 2
@@ -109,3 +132,29 @@ def _insert_cycle_stage(c: ml_collections.ConfigDict) -> None:
       if c.stages[name][field] == 'teacher':
         c.stages[name][field] = 'teacher_cycle'
   c.stage_order = ('teacher', 'teacher_cycle') + tuple(c.stage_order[1:])
+
+
+SEEDS = (0, 1, 2)
+# The teacher's choices, made on the validation split: label hinge weight
+# and nuisance channels.
+TEACHER_GRID = {'attr': (1.0, 10.0, 100.0), 'nuisance': (2, 8)}
+VALIDATION = 10000  # Training images held out for those choices.
+
+
+def sweep(add):
+  """The attribute-chain ablation, 3 seeds (workdirs `chain_s<seed>`):
+  teacher, the recipe's students, the lat-only and jac-only students and
+  the baseline, each seed one chain."""
+  for seed in SEEDS:
+    add(f'chain_s{seed}', seed=seed)
+
+
+def validation_sweep(add):
+  """Teacher-only runs over TEACHER_GRID, trained without the last
+  VALIDATION training images and scored on them (seed 0)."""
+  for attr in TEACHER_GRID['attr']:
+    for nuisance in TEACHER_GRID['nuisance']:
+      add(f'teacher_attr{attr:g}_n{nuisance}', **{
+          'stage_order': ('teacher',), 'data.validation': VALIDATION,
+          'eval.split': 'validation', 'stages.teacher.loss.attr': attr,
+          'stages.teacher.nuisance': nuisance})

@@ -72,6 +72,9 @@ def validate(config) -> list[str]:
     if _field(stage, 'epochs') < 0:
       raise ConfigError(f'stages.{name}.epochs={stage.epochs} must be >= 0 '
                         '(0 = train.epochs_per_stage)')
+    if _field(stage, 'steps') < 0:
+      raise ConfigError(f'stages.{name}.steps={stage.steps} must be >= 0 '
+                        '(0 = train.steps_per_stage or the epochs)')
     if stage.init and stage.nuisance < config.stages[stage.init].nuisance:
       raise ConfigError(f'stages.{name}.nuisance={stage.nuisance} is smaller '
                         f'than that of its init stage {stage.init!r}; growth '
@@ -363,7 +366,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = train.create_train_state(variables, stage.tx)
     batcher = data.batcher(index)
     epochs = _field(spec, 'epochs') or config.train.epochs_per_stage
-    total = (config.train.steps_per_stage or
+    total = (_field(spec, 'steps') or config.train.steps_per_stage or
              epochs * batcher.steps_per_epoch)
     ckpts, state, start, elapsed = chain.open_stage(
         stage.dir, state, config.checkpoint.keep, total,

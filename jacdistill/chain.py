@@ -45,7 +45,7 @@ RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
 # runs did: absent from a workdir's config.json and at this value now is no
 # change.
 ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
-                'cycle_z': 0.0, 'validation': 0}
+                'cycle_z': 0.0, 'validation': 0, 'steps': 0}
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 
   python launch/sweep.py --config=configs/fashion_grow.py:quick --root=workdirs/sweep --parallel=2
   python launch/sweep.py --config=configs/fashion_grow.py:quick --root=workdirs/sweep --only=upstream
+  python launch/sweep.py --config=configs/fashion_attr.py:quick --root=workdirs/attr_val --sweep=validation_sweep
 
 Each chain is `launch/main.py` with the sweep's overrides, so each is
 resumable on its own: re-running the sweep skips finished chains.
@@ -23,6 +24,8 @@ _ROOT = flags.DEFINE_string('root', None, 'Parent of the sibling workdirs.')
 _PARALLEL = flags.DEFINE_integer('parallel', 1, 'Chains run at once.')
 _ONLY = flags.DEFINE_multi_string('only', [], 'Run only names with a prefix.')
 _DRY = flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+_SWEEP = flags.DEFINE_string('sweep', 'sweep', 'Name of the config module\'s '
+                             'function that lists the chains.')
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,10 +35,11 @@ def _sweep_entries(path: str) -> list[tuple[str, dict]]:
   spec = importlib.util.spec_from_file_location('sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  if not hasattr(module, 'sweep'):
-    raise app.UsageError(f'{path} has no sweep(add) function')
+  if not hasattr(module, _SWEEP.value):
+    raise app.UsageError(f'{path} has no {_SWEEP.value}(add) function')
   entries = []
-  module.sweep(lambda name, **overrides: entries.append((name, overrides)))
+  getattr(module, _SWEEP.value)(
+      lambda name, **overrides: entries.append((name, overrides)))
   return entries
 
 
