@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from importlib import metadata
 
 import pytest
 
@@ -289,14 +288,13 @@ def test_install_makes_a_python_3_11_venv_with_the_tested_releases(tpu):
   command = _ssh_commands(calls)[0]
   assert 'uv venv' in command and '--python "$python_version"' in command
   assert re.search(r"^python_version=3\.11$", command, re.M)
-  # The pins are the releases installed where these tests pass.
+  # Every core package is pinned to one release (those of a tested run;
+  # not compared with this machine's, which pip may resolve differently).
   set_line = command.splitlines()[0]
   assert set_line.startswith('set -- ')
   pins = dict(p.split('==') for p in shlex.split(set_line)[2:])
-  assert pins.pop('jax[tpu]') == metadata.version('jax')
+  assert {'jax[tpu]', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
+          'tensorflow-datasets', 'clu', 'ml_collections'} <= set(pins)
   for package, pinned in pins.items():
-    try:
-      installed = metadata.version(package)
-    except metadata.PackageNotFoundError:
-      continue
-    assert pinned == installed, (package, pinned, installed)
+    assert re.fullmatch(r'\d+(\.\d+)+', pinned), (package, pinned)
+  assert pins['jax[tpu]'] == pins['jaxlib']
