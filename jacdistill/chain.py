@@ -523,3 +523,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if index == 0:
       first = parent
   return summary
+
+
+def load_stage(workdir: str, index: int = -1):
+  """The config, model and latest variables of stage `index` of a growth
+  chain in `workdir` (-1: its last finished stage).
+
+  Raises:
+    ConfigError: `workdir` holds no growth-chain run, or no such stage.
+    checkpoint.CheckpointError: the stage's checkpoints do not fit or cannot
+      be read.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'{workdir} has no config.json; pass the --workdir of '
+                      'a launch/main.py run')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if 'growth' not in config:
+    raise ConfigError(f'{workdir} holds a run of another kind (no growth); '
+                      'pass the --workdir of a growth-chain run')
+  summary = _load_summary(workdir)
+  finished = [s['stage'] for s in summary['stages']]
+  if index < 0:
+    if not finished:
+      raise ConfigError(f'{workdir} has no finished stage yet; run '
+                        'launch/main.py on it first')
+    index = finished[-1]
+  dims = stage_dims(config.growth)
+  if not 0 <= index < len(dims):
+    raise ConfigError(f'stage {index} is not in {workdir}; its stages are '
+                      f'0..{len(dims) - 1}')
+  shape = input_pipeline.IMAGE_SHAPES[config.data.name]
+  stage = _Stage(config, workdir, index, dims[index], shape)
+  like = train.create_train_state(_initial_variables(stage, None), stage.tx)
+  directory = os.path.join(stage.dir, 'checkpoints')
+  restored = None
+  if os.path.isdir(directory):
+    ckpts = checkpoint.Checkpoints(directory)
+    try:
+      restored = ckpts.restore_latest(like)
+    finally:
+      ckpts.close()
+  if restored is None:
+    raise ConfigError(f'stage {index} of {workdir} has no checkpoint yet; '
+                      'run launch/main.py on it first')
+  return config, stage.model, train.variables_of(restored[0])

@@ -45,8 +45,7 @@ from jacdistill import paths
 NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
                input_pipeline.CELEB_A: len(input_pipeline.CELEB_A_ATTRIBUTES)}
 # Native image shapes; a CelebA classifier's size is its config's image_size.
-IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1),
-                'svhn_cropped': (32, 32, 3)}
+IMAGE_SHAPES = input_pipeline.IMAGE_SHAPES
 CHECKPOINT_SUBDIR = 'variables'
 # Written last, so its presence marks a finished classifier directory.
 RECORD_FILE = 'classifier.json'

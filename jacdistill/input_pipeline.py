@@ -27,6 +27,9 @@ import numpy as np
 DEFAULT_IDX_DIR = '/usr/share/datasets/fashion-mnist'
 
 IN_MEMORY_DATASETS = ('mnist', 'fashion_mnist', 'svhn_cropped')
+# (H, W, C) of each in-memory dataset's images.
+IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1),
+                'svhn_cropped': (32, 32, 3)}
 IDX_DATASETS = ('mnist', 'fashion_mnist')
 SPLITS = ('train', 'validation', 'test')
 SOURCES = ('tfds', 'idx')

@@ -14,6 +14,7 @@ from PIL import Image
 
 from configs import fashion_grow
 from jacdistill import chain
+from jacdistill import checkpoint
 from jacdistill import input_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +66,20 @@ def test_outputs_of_a_two_stage_run(straight_run):
   tags = _event_tags(os.path.join(workdir, 'stage_01'))
   assert {'rec', 'lat', 'jac', 'xcov', 'total', 'grad_norm', 'learning_rate',
           'test/mse', 'reconstructions', 'traversals'} <= tags
+
+
+def test_load_stage_gives_the_finished_variables(straight_run):
+  workdir, summary = straight_run
+  for index in (0, -1):
+    config, model, variables = chain.load_stage(workdir, index)
+    entry = summary['stages'][index]
+    assert checkpoint.fingerprint(variables) == entry['fingerprint']
+    assert model.latent_dim == entry['latent_dim']
+  # 'first' code normalisation: the teacher has it, the student not.
+  assert chain.load_stage(workdir, 0)[1].code_norm
+  assert not chain.load_stage(workdir, 1)[1].code_norm
+  with pytest.raises(chain.ConfigError, match='stage 5 is not in'):
+    chain.load_stage(workdir, 5)
 
 
 def _event_tags(stage_dir):
