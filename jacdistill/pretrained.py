@@ -1,0 +1,551 @@
+"""Shipped models: a stage's variables as a flat `.npz` and a manifest entry.
+
+`pretrained/MANIFEST.json` (`{'format': 1, 'models': {name: entry}}`)
+describes each `pretrained/<name>.npz`. An entry records what the file is
+(`file`, `bytes`, `sha256`), what made it (`config`: the run's config.json;
+`command`: the command that trained the run; `commit`: the code's git
+commit at export; `workdir`), where it sits (`kind`: 'growth', 'attribute'
+or 'classifier'; `chain`: the group of models of one run, e.g. a teacher
+and its students; `dataset`; `stage`: a growth stage's index or an
+attribute stage's name; `code_size`), and what it scored: `test` (the
+stage's test metrics from summary.json, or the classifier's test
+accuracy), `check` (the test MSE, or for the classifier the accuracy, on
+the first CHECK_IMAGES test images, computed at export by the model's eval
+path so a reload can be checked against it quickly) and `fingerprint`
+(`checkpoint.fingerprint` of the variables).
+
+An `.npz` holds one array per variable, keyed by its '/'-joined path
+('params/encoder/Dense_0/kernel'), readable with `allow_pickle=False`.
+`load(name)` checks the file's sha256 before reading it, and after reading
+its arrays' shapes and dtypes against the model rebuilt from the entry's
+config and its fingerprint against the entry's; any failure is a
+`PretrainedError` with one line that names the file and what to do.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import subprocess
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jacdistill import attr_chain
+from jacdistill import chain
+from jacdistill import checkpoint
+from jacdistill import evaluation
+from jacdistill import input_pipeline
+from jacdistill import models
+from jacdistill import paths
+from jacdistill import train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DIR = os.path.join(REPO_ROOT, 'pretrained')
+MANIFEST = 'MANIFEST.json'
+FORMAT = 1
+KINDS = ('growth', 'attribute', 'classifier')
+CHECK_IMAGES = 1000  # Test images whose MSE (or accuracy) an entry records.
+# The datasets whose classifier can be exported (the in-memory ones).
+CLASSIFIER_DATASETS = input_pipeline.IN_MEMORY_DATASETS
+
+
+class PretrainedError(RuntimeError):
+  """A shipped model cannot be used or made; one line: the file and the fix."""
+
+
+# ------------------------------------------------------------ flat arrays
+
+
+def _key(entry) -> str:
+  return str(getattr(entry, 'key', getattr(entry, 'name',
+                                           getattr(entry, 'idx', entry))))
+
+
+def flatten(tree: Any) -> dict[str, np.ndarray]:
+  """A nested dict of arrays -> {'a/b/c': numpy array} (host copies)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(_key(k) for k in path): np.asarray(jax.device_get(leaf))
+          for path, leaf in flat}
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+  """{'a/b/c': array} -> {'a': {'b': {'c': array}}} (plain dicts)."""
+  out = {}
+  for path, value in flat.items():
+    node = out
+    *parents, leaf = path.split('/')
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def file_sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def read_manifest(directory: str = DEFAULT_DIR) -> dict:
+  """The manifest of `directory`; an empty one if it has none."""
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(path):
+    return {'format': FORMAT, 'models': {}}
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise PretrainedError(f'{path} cannot be read ({type(e).__name__}: '
+                          f'{e}); check it out again from git') from None
+  if manifest.get('format') != FORMAT or 'models' not in manifest:
+    raise PretrainedError(f'{path} is not a format-{FORMAT} manifest; check '
+                          'it out again from git')
+  return manifest
+
+
+def _write_manifest(directory: str, manifest: dict) -> None:
+  path = os.path.join(directory, MANIFEST)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(path + '.tmp', path)  # Never a half-written manifest.
+
+
+def entry(name: str, directory: str = DEFAULT_DIR) -> dict:
+  """The manifest entry of `name` (PretrainedError naming the known ones)."""
+  models_ = read_manifest(directory)['models']
+  if name not in models_:
+    known = ', '.join(sorted(models_)) or 'none'
+    raise PretrainedError(
+        f'no model {name!r} in {os.path.join(directory, MANIFEST)} (shipped: '
+        f'{known}); pick one of those or export it with launch/export.py')
+  return models_[name]
+
+
+def chain_members(name: str, directory: str = DEFAULT_DIR) -> list[str]:
+  """The shipped models of `name`'s chain (its manifest `chain`), in stage
+  order: growth stages by index, attribute stages by the run's stage_order.
+  A classifier is a chain of one."""
+  this = entry(name, directory)
+  if this['kind'] == 'classifier':
+    return [name]
+  found = [(n, e) for n, e in read_manifest(directory)['models'].items()
+           if e.get('chain') == this['chain'] and e['kind'] == this['kind']]
+
+  def order(item):
+    e = item[1]
+    if e['kind'] == 'growth':
+      return (e['stage'], item[0])
+    stages = list(e['config']['stage_order'])
+    return (stages.index(e['stage']) if e['stage'] in stages else 1 << 30,
+            item[0])
+
+  return [n for n, _ in sorted(found, key=order)]
+
+
+# ------------------------------------------------------------------ models
+
+
+def kind_of(config) -> str:
+  """'attribute' for an attribute-chain config, 'growth' for a growth one."""
+  if 'stage_order' in config:
+    return 'attribute'
+  if 'growth' in config:
+    return 'growth'
+  raise chain.ConfigError('the config is of neither chain (no growth, no '
+                          'stage_order)')
+
+
+def build_model(kind: str, config, stage):
+  """The model of stage `stage` (growth: index; attribute: name)."""
+  if kind == 'growth':
+    dims = chain.stage_dims(config.growth)
+    return chain.build_model(config.model, dims[stage],
+                             input_pipeline.IMAGE_SHAPES[config.data.name],
+                             stage)
+  if kind == 'attribute':
+    return attr_chain.build_model(config, config.stages[stage].nuisance)
+  raise ValueError(f'kind={kind!r} is not growth or attribute')
+
+
+def _classifier_data(dataset: str):
+  return ml_collections.ConfigDict({
+      'name': dataset, 'source': 'idx', 'idx_dir': input_pipeline.DEFAULT_IDX_DIR,
+      'limit': 0})
+
+
+def _shapes(kind: str, config, stage) -> tuple[Any, dict]:
+  """(model, {path: ShapeDtypeStruct}) of the variables the entry describes,
+  without initialising any (eval_shape compiles nothing)."""
+  if kind == 'classifier':
+    data = _classifier_data(stage)
+    model = evaluation.make_classifier(data, config)
+    shape = evaluation.classifier_image_shape(data, config)
+    tree = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *shape)),
+                                               train=False),
+                          jax.random.key(0))
+  else:
+    model = build_model(kind, config, stage)
+    tree = jax.eval_shape(lambda k: model.init(k, models.example_input(model)),
+                          jax.random.key(0))
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return model, {'/'.join(_key(k) for k in path): leaf for path, leaf in flat}
+
+
+def test_images(kind: str, config, count: int = 0) -> np.ndarray:
+  """The first `count` (0 = all) test images as the model takes them, uint8:
+  growth (N, H, W, C) native; attribute (N, S, S, C) padded to
+  data.image_size (attr_chain.load_split)."""
+  if kind == 'attribute':
+    images = attr_chain.load_split(config, 'test').images
+  else:
+    images = input_pipeline.load_split(config.data, 'test').images
+  return images[:count or None]
+
+
+def test_mse(model, variables, images_uint8: np.ndarray) -> float:
+  """Mean per-image MSE in [0, 1] pixel units by `train.make_eval_step`
+  (a tanh model's [-1, 1] MSE divided by 4), as summary.json's are."""
+  _, _, mse = train.make_eval_step(model)(variables, images_uint8)
+  scale = 4.0 if train.value_range_of(model) == '-11' else 1.0
+  return float(np.mean(np.asarray(mse, np.float64)) / scale)
+
+
+def classifier_accuracy(handle: evaluation.ClassifierHandle,
+                        split: input_pipeline.Split) -> float:
+  x = input_pipeline.to_float(split.images, '01')
+  return float(np.mean(np.asarray(handle.predict(x)) == split.labels))
+
+
+# ------------------------------------------------------------------ export
+
+
+def code_commit(repo: str = REPO_ROOT) -> str:
+  """`git rev-parse HEAD` of `repo`, or 'unknown' outside a git checkout."""
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, check=True,
+                         capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+  return out.stdout.strip()
+
+
+_COMMAND = re.compile(r'(?:^|\s)(\S*launch/main\.py\s.*)$')
+
+
+def command_from_log(workdir: str) -> Optional[str]:
+  """The training command on the first line of `workdir/log.txt`, as
+  `python launch/main.py ...`, or None (no log, or its first line is not a
+  launch/main.py command line)."""
+  path = os.path.join(workdir, 'log.txt')
+  if not os.path.exists(path):
+    return None
+  with open(path, errors='replace') as f:
+    first = f.readline().strip()
+  match = _COMMAND.search(first)
+  if not match:
+    return None
+  command = match.group(1)
+  return 'python launch/main.py' + command[command.index('launch/main.py') +
+                                           len('launch/main.py'):]
+
+
+def _summary_entry(workdir: str, kind: str, stage) -> dict:
+  path = os.path.join(workdir, 'summary.json')
+  stages = []
+  if os.path.exists(path):
+    with open(path) as f:
+      stages = json.load(f)['stages']
+  key = 'stage' if kind == 'growth' else 'name'
+  for s in stages:
+    if s.get(key) == stage:
+      return s
+  raise PretrainedError(f'stage {stage!r} of {workdir} is not finished (not '
+                        f'in {path}); export it once launch/main.py has '
+                        'finished it')
+
+
+def _write_npz(directory: str, name: str, flat: dict) -> tuple[str, int, str]:
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, f'{name}.npz')
+  with open(path + '.tmp', 'wb') as f:
+    np.savez(f, **flat)
+  os.replace(path + '.tmp', path)
+  return os.path.basename(path), os.path.getsize(path), file_sha256(path)
+
+
+def _record(directory: str, name: str, new: dict) -> dict:
+  manifest = read_manifest(directory)
+  manifest['models'][name] = new
+  _write_manifest(directory, manifest)
+  return new
+
+
+def _check_name(name: str) -> None:
+  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name or ''):
+    raise PretrainedError(f'name {name!r} is not a plain file name (letters, '
+                          'digits, _ . -); pick another --name')
+
+
+def export_stage(workdir: str, name: str, stage=None,
+                 directory: str = DEFAULT_DIR, command: Optional[str] = None,
+                 chain_name: Optional[str] = None,
+                 commit: Optional[str] = None) -> dict:
+  """Writes stage `stage` of the run in `workdir` as `directory/name.npz`
+  and its manifest entry (module docstring); returns the entry.
+
+  Args:
+    workdir: a launch/main.py workdir (growth or attribute chain).
+    name: the model's name (file name without .npz).
+    stage: growth: index (int or digit string; None = the last finished);
+      attribute: name (None = the last of stage_order).
+    directory: where the .npz and MANIFEST.json go.
+    command: the command that trained the run; None = the first line of
+      `workdir/log.txt` (PretrainedError if it holds none).
+    chain_name: the manifest `chain` grouping this run's models; None = the
+      workdir's base name.
+    commit: the code's commit; None = `code_commit()`.
+
+  Raises:
+    PretrainedError: no command, an unfinished stage, a bad name, or a
+      checkpoint whose fingerprint is not summary.json's.
+    chain.ConfigError, checkpoint.CheckpointError: no such run or stage.
+    input_pipeline.DatasetUnavailableError: no test images for the check.
+  """
+  _check_name(name)
+  command = command or command_from_log(workdir)
+  if not command:
+    raise PretrainedError(f'{os.path.join(workdir, "log.txt")} does not start '
+                          'with the training command; pass it with '
+                          "--command='python launch/main.py ...'")
+  config_path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(config_path):
+    raise chain.ConfigError(f'{workdir} has no config.json; pass the '
+                            '--workdir of a launch/main.py run')
+  with open(config_path) as f:
+    run_config = json.load(f)
+  kind = kind_of(ml_collections.ConfigDict(run_config))
+  if kind == 'growth':
+    if stage is None:
+      stage = -1
+    config, model, variables = chain.load_stage(workdir, int(stage))
+    if int(stage) < 0:
+      stage = int(_summary_stages(workdir)[-1])
+    stage = int(stage)
+  else:
+    config = attr_chain.read_config(workdir)
+    stage = stage or list(config.stage_order)[-1]
+    config, model, variables = attr_chain.load_stage(workdir, stage)
+  summary = _summary_entry(workdir, kind, stage)
+  fingerprint = checkpoint.fingerprint(variables)
+  if summary.get('fingerprint') != fingerprint:
+    raise PretrainedError(
+        f'the latest checkpoint of stage {stage!r} in {workdir} has '
+        f'fingerprint {fingerprint[:12]}, summary.json records '
+        f'{str(summary.get("fingerprint"))[:12]}; re-run launch/main.py on '
+        'the workdir so that they agree, then export')
+  split = 'test' if 'test' in summary else config.eval.split
+  images = test_images(kind, config, CHECK_IMAGES)
+  file, size, sha = _write_npz(directory, name, flatten(variables))
+  return _record(directory, name, {
+      'file': file, 'bytes': size, 'sha256': sha, 'kind': kind,
+      'chain': chain_name or os.path.basename(os.path.normpath(workdir)),
+      'dataset': config.data.name, 'stage': stage,
+      'code_size': int(model.code_size), 'config': run_config,
+      'commit': commit or code_commit(), 'command': command,
+      'workdir': _relative(workdir), 'fingerprint': fingerprint,
+      'test': summary[split], 'split': split,
+      'check': {'images': len(images),
+                'mse': test_mse(model, variables, images)},
+      'exported': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds')})
+
+
+def _relative(path: str) -> str:
+  """`path` relative to the repository when inside it (as commands name it)."""
+  path = os.path.abspath(path)
+  if path.startswith(REPO_ROOT + os.sep):
+    return os.path.relpath(path, REPO_ROOT)
+  return path
+
+
+def _summary_stages(workdir: str) -> list:
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return [s['stage'] for s in json.load(f)['stages']]
+
+
+def export_classifier(name: str, dataset: str = 'fashion_mnist',
+                      classifier_dir: Optional[str] = None,
+                      directory: str = DEFAULT_DIR,
+                      commit: Optional[str] = None) -> dict:
+  """Writes the external classifier of `dataset` (restored from
+  `classifier_dir`, default `evaluation.default_classifier_dir`, with
+  evaluation's own restore) as `directory/name.npz` and its entry.
+
+  Raises:
+    PretrainedError: no finished classifier there, or one of another dataset.
+    evaluation.ClassifierError: its checkpoint cannot be read.
+  """
+  _check_name(name)
+  if dataset not in CLASSIFIER_DATASETS:
+    raise PretrainedError(f'dataset {dataset!r} has no exportable classifier; '
+                          f'use one of {CLASSIFIER_DATASETS}')
+  data = _classifier_data(dataset)
+  classifier_dir = classifier_dir or evaluation.default_classifier_dir(data)
+  record_path = os.path.join(classifier_dir, evaluation.RECORD_FILE)
+  if not os.path.exists(record_path):
+    raise PretrainedError(f'{record_path} is missing: no finished classifier '
+                          'there; train it with launch/classifier.py or pass '
+                          '--classifier_dir')
+  with open(record_path) as f:
+    record = json.load(f)
+  if record['dataset'].get('name') != dataset:
+    raise PretrainedError(f'{classifier_dir} holds a classifier of '
+                          f'{record["dataset"]}, not {dataset}; pass the '
+                          'right --classifier_dir')
+  clf_config = ml_collections.ConfigDict(record['config'])
+  model = evaluation.make_classifier(data, clf_config)
+  shape = evaluation.classifier_image_shape(data, clf_config)
+  # pylint: disable-next=protected-access
+  variables = evaluation._restore(classifier_dir, model, shape)
+  handle = evaluation.ClassifierHandle(model, variables,
+                                       float(record['test_accuracy']),
+                                       image_size=int(shape[0]))
+  split = input_pipeline.load_split(data, 'test')
+  first = input_pipeline.Split(images=split.images[:CHECK_IMAGES],
+                               labels=split.labels[:CHECK_IMAGES])
+  file, size, sha = _write_npz(directory, name, flatten(variables))
+  return _record(directory, name, {
+      'file': file, 'bytes': size, 'sha256': sha, 'kind': 'classifier',
+      'chain': name, 'dataset': dataset, 'stage': dataset,
+      'config': record['config'], 'record': record,
+      'commit': commit or code_commit(),
+      'command': 'python launch/classifier.py (or the first launch/main.py '
+                 f'run on {dataset}), with configs/classifier.py',
+      'workdir': classifier_dir, 'fingerprint': checkpoint.fingerprint(
+          variables),
+      'test': {'accuracy': float(record['test_accuracy'])}, 'split': 'test',
+      'check': {'images': len(first),
+                'accuracy': classifier_accuracy(handle, first)},
+      'exported': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds')})
+
+
+# -------------------------------------------------------------------- load
+
+
+def load(name: str, directory: str = DEFAULT_DIR):
+  """A shipped model, checked: returns (config, model, variables, entry).
+
+  `config` is the run's ConfigDict (for a classifier, its training config),
+  `model` the rebuilt Flax module, `variables` {'params': ..., maybe
+  'batch_stats': ...} of numpy arrays, `entry` the manifest entry, as
+  `chain.load_stage` / `attr_chain.load_stage` return plus the entry.
+
+  Raises:
+    PretrainedError: an unknown name; a missing file; a file whose sha256 is
+      not the manifest's (checked before the file is read); arrays whose
+      shapes or dtypes do not fit the model rebuilt from the entry's config;
+      a fingerprint that is not the entry's.
+  """
+  e = entry(name, directory)
+  path = os.path.join(directory, e['file'])
+  if not os.path.exists(path):
+    raise PretrainedError(f'{path} is missing; check it out from git '
+                          '(git checkout -- pretrained) or export it again '
+                          'with launch/export.py')
+  sha = file_sha256(path)
+  if sha != e['sha256']:
+    raise PretrainedError(f'{path} has sha256 {sha[:12]}..., the manifest '
+                          f'records {e["sha256"][:12]}...: the file is '
+                          'damaged or was replaced; check it out again from '
+                          'git (git checkout -- pretrained) or re-export it')
+  config = ml_collections.ConfigDict(e['config'])
+  model, expected = _shapes(e['kind'], config, e['stage'])
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      flat = {k: npz[k] for k in npz.files}
+  except (OSError, ValueError) as e_:
+    raise PretrainedError(f'{path} cannot be read ({type(e_).__name__}: '
+                          f'{e_}); check it out again from git') from None
+  problems = [f'{k} is {flat[k].shape} {flat[k].dtype} in the file but '
+              f'{tuple(expected[k].shape)} {expected[k].dtype} in the model'
+              for k in sorted(flat.keys() & expected.keys())
+              if (flat[k].shape != tuple(expected[k].shape) or
+                  flat[k].dtype != expected[k].dtype)]
+  problems += [f'{k} is in the file but not in the model'
+               for k in sorted(flat.keys() - expected.keys())]
+  problems += [f'{k} is in the model but not in the file'
+               for k in sorted(expected.keys() - flat.keys())]
+  if problems:
+    more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
+    raise PretrainedError(f'{path} does not fit the model its manifest entry '
+                          f'describes: {problems[0]}{more}; re-export it with '
+                          'launch/export.py from a run of this code')
+  variables = unflatten(flat)
+  if checkpoint.fingerprint(variables) != e['fingerprint']:
+    raise PretrainedError(f'{path} holds other parameters than the manifest '
+                          'records (fingerprint differs); re-export it with '
+                          'launch/export.py')
+  return config, model, variables, e
+
+
+def load_classifier(name: str, directory: str = DEFAULT_DIR
+                    ) -> tuple[evaluation.ClassifierHandle, dict]:
+  """A shipped classifier as the handle `chain.Hooks.classifier` takes (the
+  swap and flip accuracies then need no cache), and its entry."""
+  config, model, variables, e = load(name, directory)
+  if e['kind'] != 'classifier':
+    raise PretrainedError(f'{name!r} in {os.path.join(directory, MANIFEST)} '
+                          f'is a {e["kind"]} model, not a classifier; pick a '
+                          'classifier entry')
+  shape = evaluation.classifier_image_shape(_classifier_data(e['dataset']),
+                                            config)
+  variables = jax.tree.map(jnp.asarray, variables)
+  return evaluation.ClassifierHandle(
+      model, variables, float(e['test']['accuracy']),
+      image_size=int(shape[0])), e
+
+
+def install_classifier(name: str, classifier_dir: Optional[str] = None,
+                       directory: str = DEFAULT_DIR) -> str:
+  """Writes a shipped classifier where `evaluation.load_or_train_classifier`
+  looks (`classifier_dir`, default `evaluation.default_classifier_dir` of
+  its dataset), so launch/main.py scores swaps and flips with it instead of
+  training one. Returns the directory.
+
+  Raises:
+    PretrainedError: as `load`, or that directory already holds a classifier
+      (delete it first).
+  """
+  handle, e = load_classifier(name, directory)
+  target = classifier_dir or evaluation.default_classifier_dir(
+      _classifier_data(e['dataset']))
+  record_path = os.path.join(target, evaluation.RECORD_FILE)
+  if os.path.exists(record_path):
+    raise PretrainedError(f'{record_path} exists: {target} already holds a '
+                          'classifier; delete that directory to install '
+                          f'{name!r} there')
+  os.makedirs(target, exist_ok=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(paths.absolute(target),
+                                   evaluation.CHECKPOINT_SUBDIR),
+                      handle.variables, force=True)
+    checkpointer.wait_until_finished()
+  # The record last, as load_or_train_classifier writes it: a directory
+  # without one is an interrupted save and is overwritten.
+  with open(record_path + '.tmp', 'w') as f:
+    json.dump(e['record'], f, indent=2)
+  os.replace(record_path + '.tmp', record_path)
+  return target
