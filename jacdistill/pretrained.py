@@ -377,6 +377,9 @@ def _relative(path: str) -> str:
   path = os.path.abspath(path)
   if path.startswith(REPO_ROOT + os.sep):
     return os.path.relpath(path, REPO_ROOT)
+  home = os.path.expanduser('~')
+  if path.startswith(home + os.sep):
+    return '~' + path[len(home):]  # No user's home directory in a manifest.
   return path
 
 
@@ -433,7 +436,7 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
       'commit': commit or code_commit(),
       'command': 'python launch/classifier.py (or the first launch/main.py '
                  f'run on {dataset}), with configs/classifier.py',
-      'workdir': classifier_dir, 'fingerprint': checkpoint.fingerprint(
+      'workdir': _relative(classifier_dir), 'fingerprint': checkpoint.fingerprint(
           variables),
       'test': {'accuracy': float(record['test_accuracy'])}, 'split': 'test',
       'check': {'images': len(first),
