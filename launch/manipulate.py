@@ -1,4 +1,4 @@
-"""Edits attributes of your own images with a trained attribute-chain stage.
+"""Edits your own images (or test images) with a trained stage or a shipped model.
 
   python launch/manipulate.py --workdir=workdirs/fashion_attr_quick \\
       --stage=student32 --image=shoe.png --set sandal=1.5 --set ankle_boot=-1 \\
@@ -7,19 +7,28 @@
   python launch/manipulate.py --workdir=workdirs/celeba_attr \\
       --image=face.jpg --set Smiling=1.5 --set Eyeglasses=1 --sweep=Male
 
-Each image (PNG/JPEG, any size) is centre-cropped to a square and resized as
-in training (to the dataset's native size, then padded to the model's;
-CelebA: straight to the model's size, so a face filling the square as in
-CelebA's aligned 178x178 crops edits best). Attribute names are the run's
-data.attributes; an unknown name is an error that lists them. One
-grid row per image: input, reconstruction, one column per --set alone, one
-with every --set together (when there are several), then the sweep of
---sweep's attribute over --sweep_range (lo,hi,steps). Where the attributes
-are a dataset's classes (Fashion-MNIST), setting one to a positive value
-also sets the image's current class to minus that value, as the flip
-accuracy does: one class stays on.
+  python launch/manipulate.py --pretrained=fashion_grow_k8 --test_index=0 \\
+      --set dim0=1.2 --sweep=dim3
+
+The model: --workdir (and --stage: an attribute stage's name or a growth
+stage's index; default the last) of a launch/main.py run, or --pretrained=NAME,
+a shipped model (pretrained/MANIFEST.json). Each image (PNG/JPEG, any size)
+is centre-cropped to a square and resized as in training (to the dataset's
+native size, then padded to the model's; CelebA: straight to the model's
+size, so a face filling the square as in CelebA's aligned 178x178 crops
+edits best); --test_index=I takes test image I instead. Edit names are the
+run's data.attributes, or dim0, dim1, ... for a growth chain's code; an
+unknown name or a value that is not a finite number is an error. One grid
+row per image (labelled with its file name), one titled column each for:
+input, reconstruction, every --set alone, all of them together (when there
+are several, applied in order), then the sweep of --sweep over --sweep_range
+(lo,hi,steps). Where the attributes are a dataset's classes (Fashion-MNIST),
+setting one to a positive value also sets the image's current class to minus
+that value, as the flip accuracy does: one class stays on. launch/explore.py's
+"copy command" writes these calls.
 """
 
+import json
 import os
 import sys
 
@@ -27,23 +36,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 from PIL import Image
 
 from jacdistill import attr_chain
-from jacdistill import attributes
+from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import evaluation
+from jacdistill import explore
 from jacdistill import input_pipeline
 from jacdistill import pictures
+from jacdistill import pretrained
 from jacdistill import train
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of an attribute-chain run (launch/main.py).')
-_STAGE = flags.DEFINE_string('stage', None, 'Stage to use; default the last.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a launch/main.py run.')
+_STAGE = flags.DEFINE_string('stage', None, 'Stage to use (attribute: name; growth: index); default the last.')
+_PRETRAINED = flags.DEFINE_string('pretrained', None, 'A shipped model (pretrained/MANIFEST.json) instead of --workdir.')
+_DIRECTORY = flags.DEFINE_string('directory', pretrained.DEFAULT_DIR, 'Where the shipped models are.')
 _IMAGES = flags.DEFINE_multi_string('image', [], 'Input image (repeatable).')
+_TEST_INDEX = flags.DEFINE_multi_integer('test_index', [], 'Test image by index (repeatable).')
 _SET = flags.DEFINE_multi_string('set', [], 'NAME=VALUE edit (repeatable).')
-_SWEEP = flags.DEFINE_string('sweep', None, 'Attribute to sweep.')
+_SWEEP = flags.DEFINE_string('sweep', None, 'Attribute (or dimJ) to sweep.')
 _SWEEP_RANGE = flags.DEFINE_string('sweep_range', '-2,2,5', 'lo,hi,steps.')
 _OUT = flags.DEFINE_string('out', 'manipulated.png', 'Output PNG.')
 
@@ -55,7 +69,12 @@ class ManipulateError(ValueError):
 
 
 def parse_edits(specs, names) -> list[tuple[int, float]]:
-  """['smiling=1.5', ...] -> [(attribute index, value), ...]."""
+  """['smiling=1.5', ...] -> [(index in names, value), ...].
+
+  Raises:
+    ManipulateError: not NAME=VALUE, an unknown name, or a value that is not
+      a finite number (a NaN or Inf would decode to an image of NaNs).
+  """
   out = []
   for spec in specs:
     name, sep, value = spec.partition('=')
@@ -65,92 +84,155 @@ def parse_edits(specs, names) -> list[tuple[int, float]]:
       raise ManipulateError(f'unknown attribute {name!r}; known: '
                             f'{", ".join(names)}')
     try:
-      out.append((list(names).index(name), float(value)))
+      number = float(value)
     except ValueError:
       raise ManipulateError(f'--set {spec!r}: {value!r} is not a number') from None
+    if not np.isfinite(number):
+      raise ManipulateError(f'--set {spec!r}: {value!r} is not a finite '
+                            'number')
+    out.append((list(names).index(name), number))
   return out
 
 
-def load_images(paths, config) -> np.ndarray:
-  """uint8 (N, S, S, C) images prepared as the training data was."""
-  c = config.model.image_channels
-  native = evaluation.IMAGE_SHAPES.get(config.data.name,
-                                       (config.data.image_size,))[0]
+def load_images(paths, config, kind: str = 'attribute') -> np.ndarray:
+  """uint8 (N, S, S, C) images prepared as the training data was
+  (`explore.prepare_image`)."""
+  native, size, channels = explore.image_geometry(kind, config, config.model)
   out = []
   for path in paths:
     try:
       img = Image.open(path)
-      img = img.convert('L' if c == 1 else 'RGB')
-    except (OSError, ValueError) as e:
+      img.load()
+    except (OSError, ValueError, SyntaxError) as e:
       raise ManipulateError(f'cannot read image {path}: {e}') from None
-    side = min(img.size)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize(
-        (native, native), Image.Resampling.BILINEAR)
-    out.append(np.asarray(img, np.uint8).reshape(native, native, c))
-  return input_pipeline.resize(np.stack(out), config.data.image_size)
+    out.append(explore.prepare_image(img, native, size, channels))
+  return np.stack(out)
+
+
+def load_model(workdir=None, stage=None, pretrained_name=None,
+               directory=pretrained.DEFAULT_DIR):
+  """(kind, config, model, variables) of a workdir's stage or a shipped
+  model."""
+  if bool(workdir) == bool(pretrained_name):
+    raise ManipulateError('pass --workdir=W (and --stage) or --pretrained=NAME')
+  if pretrained_name:
+    if stage is not None:
+      raise ManipulateError('--stage goes with --workdir; a shipped model is '
+                            'one stage')
+    try:
+      config, model, variables, entry = pretrained.load(pretrained_name,
+                                                        directory)
+    except pretrained.PretrainedError as e:
+      raise ManipulateError(str(e)) from None
+    if entry['kind'] == 'classifier':
+      raise ManipulateError(f'{pretrained_name!r} is a classifier; pick an '
+                            'autoencoder')
+    return entry['kind'], config, model, variables
+  path = os.path.join(workdir, 'config.json')
+  growth = False
+  if os.path.exists(path):
+    with open(path) as f:
+      growth = 'growth' in json.load(f)
+  try:
+    if growth:
+      try:
+        index = -1 if stage is None else int(stage)
+      except ValueError:
+        raise ManipulateError(f'--stage={stage!r}: a growth stage is an '
+                              'index (0, 1, ...)') from None
+      return ('growth', *chain.load_stage(workdir, index))
+    stage = stage or attr_chain.read_config(workdir).stage_order[-1]
+    return ('attribute', *attr_chain.load_stage(workdir, stage))
+  except checkpoint.CheckpointError as e:
+    raise ManipulateError(str(e).splitlines()[0]) from None
 
 
 def manipulate(workdir, stage, image_paths, sets, sweep=None,
-               sweep_range=(-2.0, 2.0, 5)) -> np.ndarray:
-  """The grid (uint8 HxWx3) described in the module docstring."""
-  if not image_paths:
-    raise ManipulateError('no --image given')
-  try:
-    config, model, variables = attr_chain.load_stage(
-        workdir, stage or _last_stage(workdir))
-  except checkpoint.CheckpointError as e:
-    raise ManipulateError(str(e).splitlines()[0]) from None
-  names = list(config.data.attributes)
+               sweep_range=(-2.0, 2.0, 5), pretrained_name=None,
+               test_indices=(), labelled=False,
+               directory=pretrained.DEFAULT_DIR) -> np.ndarray:
+  """The grid (uint8 HxWx3) described in the module docstring.
+
+  With `labelled` (what the command line writes), `pictures.labelled_grid`:
+  tiles enlarged, titled columns and labelled rows; without, the bare
+  `pictures.grid` of the tiles at their own size.
+  """
+  if not image_paths and not test_indices:
+    raise ManipulateError('no --image or --test_index given')
+  kind, config, model, variables = load_model(workdir, stage, pretrained_name,
+                                              directory)
+  value_range = train.value_range_of(model)
+  names = explore.edit_names(kind, config, model.code_size)
   edits = parse_edits(sets, names)
+  lo, hi, steps = sweep_range
   if sweep is not None:
     parse_edits([f'{sweep}=0'], names)
-  images = load_images(image_paths, config)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or steps < 1 or (
+        int(steps) != steps):
+      raise ManipulateError(f'--sweep_range={lo},{hi},{steps}: need finite '
+                            'lo, hi and a whole number of steps >= 1')
+  images, rows = [], []
+  if image_paths:
+    images.append(load_images(image_paths, config, kind))
+    rows += [os.path.basename(p) for p in image_paths]
+  if test_indices:
+    test = pretrained.test_images(kind, config)
+    bad = [i for i in test_indices if not 0 <= i < len(test)]
+    if bad:
+      raise ManipulateError(f'--test_index={bad[0]} is not in [0, '
+                            f'{len(test)})')
+    images.append(test[list(test_indices)])
+    rows += [f'test #{i}' for i in test_indices]
+  images = np.concatenate(images)
   code = np.asarray(jax.jit(lambda x: model.apply(
-      variables, x, method=model.encode))(
-          train.to_float(images, attr_chain.VALUE_RANGE)))
+      variables, x, method=model.encode))(train.to_float(images, value_range)))
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
-
-  one_hot = attr_chain.classes_are_attributes(config)
+  num_attributes = (config.model.num_attributes if kind == 'attribute'
+                    else 0)
+  one_hot = kind == 'attribute' and attr_chain.classes_are_attributes(config)
 
   def edited(pairs):
-    c = code
-    for a, v in pairs:
-      c = attributes.edit_codes(c, len(names), a, v, one_hot=one_hot)
-    return decode(c)
+    return decode(explore.apply_edits(code, pairs, kind, num_attributes,
+                                      one_hot))
 
-  columns = [train.to_float(images, attr_chain.VALUE_RANGE), decode(code)]
+  fmt = lambda v: f'{v:g}'
+  columns = [train.to_float(images, value_range), decode(code)]
+  titles = ['input', 'reconstruction']
   columns += [edited([e]) for e in edits]
+  titles += [f'{names[a]}={fmt(v)}' for a, v in edits]
   if len(edits) > 1:
     columns.append(edited(edits))
+    titles.append('all edits')
   if sweep is not None:
-    lo, hi, steps = sweep_range
     a = names.index(sweep)
-    columns += [edited([(a, v)]) for v in np.linspace(lo, hi, int(steps))]
-  return pictures.grid(np.stack(
-      [pictures.to_unit(c, attr_chain.VALUE_RANGE) for c in columns], axis=1))
-
-
-def _last_stage(workdir):
-  return attr_chain.read_config(workdir).stage_order[-1]
+    for v in np.linspace(lo, hi, int(steps)):
+      columns.append(edited([(a, float(v))]))
+      titles.append(f'{sweep}={fmt(round(float(v), 4))}')
+  tiles = np.stack([pictures.to_unit(c, value_range) for c in columns], axis=1)
+  if labelled:
+    return pictures.labelled_grid(tiles, titles, rows)
+  return pictures.grid(tiles)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO.
   try:
     lo, hi, steps = (float(v) for v in _SWEEP_RANGE.value.split(','))
   except ValueError:
     sys.exit(f'error: --sweep_range={_SWEEP_RANGE.value!r} is not lo,hi,steps')
   try:
     grid = manipulate(_WORKDIR.value, _STAGE.value, _IMAGES.value, _SET.value,
-                      _SWEEP.value, (lo, hi, steps))
-  except (ManipulateError, attr_chain.ConfigError) as e:
-    sys.exit(f'error: {e}')
-  pictures.save_png(_OUT.value, grid)
+                      _SWEEP.value, (lo, hi, steps), _PRETRAINED.value,
+                      _TEST_INDEX.value, labelled=True,
+                      directory=_DIRECTORY.value)
+  except (ManipulateError, attr_chain.ConfigError,
+          input_pipeline.DatasetUnavailableError) as e:
+    sys.exit(f'error: {(str(e).splitlines() or [repr(e)])[0]}')
+  pictures.save_png(_OUT.value, grid, scale=1)  # Already enlarged.
   print(f'wrote {_OUT.value} ({grid.shape[1]}x{grid.shape[0]})')
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['workdir'])
   app.run(main)
