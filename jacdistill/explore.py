@@ -662,6 +662,22 @@ def make_server(explorer: Explorer, host: str = '127.0.0.1',
   return Server((host, port), handler)
 
 
+def host_warning(host: str) -> Optional[str]:
+  """The warning for listening on `host`, or None for a loopback address."""
+  if is_loopback(host):
+    return None
+  return (f'warning: listening on {host}, not 127.0.0.1: anyone who can '
+          'reach that address can use this explorer')
+
+
+# How tests and `launch/explore.py --screenshot` start Debian's chromium
+# (headless, no sandbox as root, nothing fetched from the network).
+CHROMIUM_ARGS = ('--headless', '--no-sandbox', '--disable-gpu',
+                 '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync',
+                 '--no-first-run')
+
+
 def url_of(server: Server) -> str:
   host, port = server.server_address[:2]
   return f'http://{host}:{port}/'

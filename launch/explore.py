@@ -53,11 +53,6 @@ _CHROMIUM = flags.DEFINE_string('chromium', '/usr/bin/chromium', 'Browser for --
 
 jax.config.update('jax_threefry_partitionable', False)
 
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu',
-                 '--disable-background-networking', '--disable-component-update',
-                 '--disable-sync', '--no-first-run']
-
-
 def build_explorer() -> explore.Explorer:
   if bool(_PRETRAINED.value) == bool(_WORKDIR.value):
     raise explore.ExploreError('pass --pretrained=NAME or --workdir=W (not '
@@ -76,7 +71,8 @@ def screenshot(url: str, path: str, chromium: str) -> None:
   track, waits for the edited image and saves a full-page screenshot."""
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
   with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    browser = p.chromium.launch(executable_path=chromium,
+                                args=list(explore.CHROMIUM_ARGS))
     try:
       page = browser.new_page(viewport={'width': 1000, 'height': 760})
       page.goto(url)
@@ -106,9 +102,9 @@ def main(argv):
   except OSError as e:  # The port is taken, or the address is not ours.
     sys.exit(f'error: cannot listen on {_HOST.value}:{_PORT.value} ({e}); '
              'pick another --port (0 = any free one)')
-  if not explore.is_loopback(_HOST.value):
-    print(f'warning: listening on {_HOST.value}, not 127.0.0.1: anyone who '
-          'can reach that address can use this explorer', file=sys.stderr)
+  warning = explore.host_warning(_HOST.value)
+  if warning:
+    print(warning, file=sys.stderr)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   url = explore.url_of(server)
