@@ -12,6 +12,13 @@ Cases:
   data          Fashion-MNIST (idx) through `Batcher` and `jax.device_put`,
                 against the mlp_student step it would feed: `ratio` is step
                 time / batch time and should be >= 10.
+  explore       launch/explore.py's decode handler (`Explorer.decode`: JSON
+                request in, edit applied, one image decoded, PNG encoded,
+                JSON-ready reply out), --steps calls with a new slider value
+                each, for the MLP of configs/fashion_grow.py:quick at k=8
+                and the Fader student32 of configs/fashion_attr.py:quick
+                (random weights: the time does not depend on them). Targets:
+                median < 50 ms (MLP) and < 150 ms (attribute student).
 
 Train-step cases feed one fixed random uint8 batch already on the device, so
 they measure the step, not the data. Each timed step is synchronised with
@@ -52,9 +59,9 @@ from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import train
 
-CASES = ('mlp_teacher', 'mlp_student', 'conv_student', 'data')
+CASES = ('mlp_teacher', 'mlp_student', 'conv_student', 'data', 'explore')
 DEFAULT_BATCH = {'mlp_teacher': 128, 'mlp_student': 128, 'conv_student': 64,
-                 'data': 128}
+                 'data': 128, 'explore': 1}
 
 _CASE = flags.DEFINE_enum('case', 'mlp_student', CASES, 'What to time.')
 _BATCH = flags.DEFINE_integer(
@@ -277,13 +284,62 @@ def time_data(batch_size, steps, warmup, seed, idx_dir):
   }
 
 
+EXPLORE_TARGET_MS = {'mlp': 50.0, 'attr_student': 150.0}
+
+
+def _explore_stats(times_s):
+  ms = sorted(1e3 * t for t in times_s)
+  pick = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]
+  return {'ms_median': statistics.median(ms), 'ms_min': ms[0],
+          'ms_p90': pick(0.9), 'ms_p99': pick(0.99), 'ms_max': ms[-1]}
+
+
+def time_explore(steps, warmup, seed):
+  """Times `Explorer.decode` for the MLP and the attribute student (the
+  module docstring); returns {'mlp': stats, 'attr_student': stats}."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+  from configs import fashion_attr, fashion_grow  # pylint: disable=g-import-not-at-top
+  from jacdistill import attr_chain, chain, explore  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  grow = fashion_grow.get_config('quick')
+  mlp = chain.build_model(grow.model, 8, (28, 28, 1), stage=6)
+  attr = fashion_attr.get_config('quick')
+  student = attr_chain.build_model(attr, attr.stages.student32.nuisance)
+  cases = {'mlp': ('growth', grow, mlp, (28, 28, 1)),
+           'attr_student': ('attribute', attr, student, (32, 32, 1))}
+  out = {}
+  for name, (kind, config, model, shape) in cases.items():
+    stage = explore.Stage(name, name, kind, config, model,
+                          _init(model, seed), '')
+    images = rng.integers(0, 256, size=(64, *shape), dtype=np.uint8)
+    explorer = explore.Explorer([stage], images)
+    code = explorer.encode_test({'test': 0})['stages'][name]['code']
+    times = []
+    for i in range(warmup + steps):
+      # A new value each call, as a moving slider sends.
+      request = {'stages': {name: code},
+                 'edits': [[0, float(-2 + 4 * i / (warmup + steps))]]}
+      start = time.perf_counter()
+      explorer.decode(request)
+      if i >= warmup:
+        times.append(time.perf_counter() - start)
+    stats = _explore_stats(times)
+    stats.update(code_size=stage.code_size,
+                 target_ms=EXPLORE_TARGET_MS[name],
+                 meets_target=stats['ms_median'] < EXPLORE_TARGET_MS[name])
+    out[name] = stats
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   case = _CASE.value
   batch_size = DEFAULT_BATCH[case] if _BATCH.value is None else _BATCH.value
-  if _DOTS.value and case == 'data':
-    raise app.UsageError('--dots times a train step\'s dots; --case data has '
+  if _DOTS.value and case in ('data', 'explore'):
+    raise app.UsageError(f'--dots times a train step\'s dots; --case {case} has '
                          'no step of its own')
   if batch_size < 1 or _STEPS.value < 1 or _WARMUP.value < 0:
     raise app.UsageError(f'need --batch >= 1, --steps >= 1 and --warmup >= 0; '
@@ -296,7 +352,9 @@ def main(argv):
             'jax_version': jax.__version__,
             'xla_flags': os.environ.get('XLA_FLAGS', ''),
             'compiler_options': train.step_compiler_options()}
-  if case == 'data':
+  if case == 'explore':
+    result.update(time_explore(_STEPS.value, _WARMUP.value, _SEED.value))
+  elif case == 'data':
     result.update(time_data(batch_size, _STEPS.value, _WARMUP.value,
                             _SEED.value, _IDX_DIR.value))
     parts = build_case('mlp_student', batch_size, _JACOBIAN.value, _SEED.value)
@@ -317,6 +375,15 @@ def main(argv):
   result['load_avg_1min'] = os.getloadavg()[0]
   if _JSON.value:
     print(json.dumps(result))
+  elif case == 'explore':
+    for name in EXPLORE_TARGET_MS:
+      r = result[name]
+      print(f'explore decode {name} (code {r["code_size"]}): median '
+            f'{r["ms_median"]:.2f} ms, p90 {r["ms_p90"]:.2f}, p99 '
+            f'{r["ms_p99"]:.2f}, max {r["ms_max"]:.2f} (target < '
+            f'{r["target_ms"]:.0f} ms: {"met" if r["meets_target"] else "MISSED"})')
+    print(f'[{result["device"]}, jax {result["jax_version"]}, load average '
+          f'{result["load_avg_1min"]:.1f} on {result["cpu_count"]} cores]')
   elif case == 'data':
     print(f'data batch={batch_size}: {result["ms_per_batch"]:.3f} ms/batch '
           f'({result["images_per_s"]:.0f} images/s); mlp_student step '
