@@ -449,3 +449,12 @@ def test_the_page_in_a_browser(server, tmp_path):
       browser.close()
   if os.environ.get('JACDISTILL_EXPLORE_SCREENSHOT'):
     shutil.copy(shot, os.environ['JACDISTILL_EXPLORE_SCREENSHOT'])
+
+
+def test_bench_explore_case_times_the_decode_handler():
+  from launch import bench  # pylint: disable=g-import-not-at-top
+  result = bench.time_explore(steps=3, warmup=1, seed=0)
+  assert set(result) == {'mlp', 'attr_student'}
+  for stats in result.values():
+    assert 0 < stats['ms_min'] <= stats['ms_median'] <= stats['ms_max']
+  assert result['attr_student']['code_size'] == 10 + 4 * 32
