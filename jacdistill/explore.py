@@ -851,7 +851,8 @@ function buildSliders() {
     range.min = Math.min(sl.lo, value); range.max = Math.max(sl.hi, value);
     range.step = 'any'; range.value = value;
     const number = document.createElement('input');
-    number.type = 'number'; number.step = 'any'; number.dataset.index = sl.index;
+    number.type = 'number'; number.step = 'any';
+    number.dataset.index = sl.index;
     number.value = round(value);
     label.htmlFor = range.id = 'slider-' + sl.index;
     range.addEventListener('input', () => {
@@ -952,7 +953,8 @@ $('random').addEventListener('click',
     () => showTest(Math.floor(Math.random() * S.info.num_test)));
 $('upload').addEventListener('change', (e) => upload(e.target.files[0]));
 $('primary').addEventListener('change', () => { S.active = null; rebuild(); });
-$('compare').addEventListener('change', () => { renderRows(); requestDecode(); });
+$('compare').addEventListener('change',
+    () => { renderRows(); requestDecode(); });
 $('reset').addEventListener('click', () => {
   S.edits.clear(); S.active = null;
   for (const n in S.base) S.effective[n] = S.base[n];

@@ -181,8 +181,8 @@ def build_model(kind: str, config, stage):
 
 def _classifier_data(dataset: str):
   return ml_collections.ConfigDict({
-      'name': dataset, 'source': 'idx', 'idx_dir': input_pipeline.DEFAULT_IDX_DIR,
-      'limit': 0})
+      'name': dataset, 'source': 'idx',
+      'idx_dir': input_pipeline.DEFAULT_IDX_DIR, 'limit': 0})
 
 
 def _shapes(kind: str, config, stage) -> tuple[Any, dict]:
@@ -436,8 +436,8 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
       'commit': commit or code_commit(),
       'command': 'python launch/classifier.py (or the first launch/main.py '
                  f'run on {dataset}), with configs/classifier.py',
-      'workdir': _relative(classifier_dir), 'fingerprint': checkpoint.fingerprint(
-          variables),
+      'workdir': _relative(classifier_dir),
+      'fingerprint': checkpoint.fingerprint(variables),
       'test': {'accuracy': float(record['test_accuracy'])}, 'split': 'test',
       'check': {'images': len(first),
                 'accuracy': classifier_accuracy(handle, first)},
