@@ -330,21 +330,6 @@ def step_compiler_options() -> dict:
   return dict(_CPU_COMPILER_OPTIONS)
 
 
-def _after(tree: Any, grad_norm: jax.Array) -> Any:
-  """`tree` unchanged, but computed only once `grad_norm` is.
-
-  The step writes the new parameters over the donated old ones. XLA does that
-  in place only for a kernel whose every read comes before the write, and
-  the backward pass's dot with the transposed kernel need not: nothing the
-  kernel's own update needs depends on it. So XLA copied each such kernel
-  first (7 of the MLP's 8 kernels, every step). The gradient's norm depends
-  on every gradient, hence on every read; `min(norm, 0)` is 0 for any norm,
-  a NaN norm aside, and XLA cannot fold it away.
-  """
-  zero = jnp.minimum(grad_norm, 0)
-  return jax.tree.map(lambda leaf: leaf + zero.astype(leaf.dtype), tree)
-
-
 def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
                     tx: optax.GradientTransformation, weights: LossWeights,
                     learning_rate: float = 0.0, jit: bool = True,
@@ -379,7 +364,7 @@ def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
     # Each global norm reads every parameter once; on the MLP student a third
     # norm (of the update) cost ~0.3 ms of a ~8 ms step, so there are two.
     grad_norm = optax.tree.norm(grads)
-    params = optax.apply_updates(state.params, _after(updates, grad_norm))
+    params = optax.apply_updates(state.params, updates)
     metrics = dict(terms, total=total, grad_norm=grad_norm,
                    param_norm=optax.tree.norm(params),
                    learning_rate=jnp.asarray(learning_rate, jnp.float32))

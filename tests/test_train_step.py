@@ -1,5 +1,7 @@
 """The jitted train step: frozen teacher, one code path, falling loss."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,14 +100,16 @@ def test_student_with_zero_supervision_equals_plain_autoencoder_step():
   for i in range(3):
     a, ma = supervised(a, t_vars, _batch(i), jax.random.key(2))
     b, mb = plain(b, None, _batch(i), jax.random.key(2))
-  # The two programs differ (one has more outputs), so XLA may round a fused
-  # multiply-add differently: under the tests' compiler flags (conftest.py)
-  # 6 of 52k parameters end 1 ulp apart after 3 steps. A weighted-in term
-  # would move them by Adam steps of ~1e-3.
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_array_max_ulp(np.asarray(x), np.asarray(y), maxulp=2)
-  assert _leaves_equal(a.batch_stats, b.batch_stats)
-  assert float(ma['rec']) == float(mb['rec'])
+  # The claim: a zero weight adds nothing. A weighted-in term would move the
+  # parameters by Adam steps of about the learning rate (1e-3) per step, so
+  # anything 1,000x below that is the same step. The two programs differ
+  # (one has more outputs), and XLA may fuse and round them differently on
+  # another CPU (1 ulp apart on AMD AVX2, 4 on Intel AVX-512, after 3 steps):
+  # no ulp count is the claim.
+  same = functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6)
+  jax.tree.map(same, a.params, b.params)
+  jax.tree.map(same, a.batch_stats, b.batch_stats)
+  np.testing.assert_allclose(float(ma['rec']), float(mb['rec']), rtol=1e-6)
   # The supervised step still reports the terms it did not weight in.
   assert float(ma['jac']) > 0 and float(ma['lat']) > 0
 
@@ -307,44 +311,3 @@ def test_step_compiler_options_are_dropped_where_xla_lacks_them(monkeypatch):
     assert train.step_compiler_options() == {}
   finally:
     train.step_compiler_options.cache_clear()
-
-
-def _copied_entry_parameters(hlo_text):
-  """Shapes of the entry computation's parameters that the program copies
-  as they are (same shape and layout: not a transpose, a duplicate)."""
-  entry = hlo_text[hlo_text.index('\nENTRY'):].split('\n}')[0].splitlines()
-
-  def name_and_shape(line):
-    name, rest = line.split('=', 1)
-    return name.strip(), rest.split()[0]
-
-  shapes = dict(name_and_shape(line) for line in entry
-                if ' parameter(' in line)
-  copied = []
-  for line in entry:
-    if ' copy(' in line:
-      source = line.split(' copy(')[1].split(')')[0]
-      if shapes.get(source) == name_and_shape(line)[1]:
-        copied.append(shapes[source])
-  return copied
-
-
-def test_step_updates_the_donated_parameters_in_place():
-  t_vars, s_vars = _teacher_and_student()
-  tx = train.make_optimizer(1e-3, weight_decay=1e-6)
-  state = train.create_train_state(s_vars, tx)
-  step = train.make_train_step(STUDENT, TEACHER, tx, UPSTREAM)
-  compiled = step.lower(state, t_vars, _batch(), jax.random.key(0)).compile()
-  # Only the step counter (a scalar) may be copied, no parameter array.
-  assert all(shape.endswith('[]') for shape in
-             _copied_entry_parameters(compiled.as_text()))
-
-
-def test_after_leaves_every_value_and_dtype_as_it_was():
-  tree = {'a': jnp.array([1.5, -0.0, 3e38], jnp.float32),
-          'b': jnp.array([[2.0, -7.25]], jnp.bfloat16)}
-  for norm in (0.0, 3.5, float('inf')):
-    out = jax.jit(train._after)(tree, jnp.float32(norm))
-    assert jax.tree.map(lambda x: x.dtype, out) == jax.tree.map(
-        lambda x: x.dtype, tree)
-    assert _leaves_equal(out, tree)
