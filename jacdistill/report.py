@@ -190,7 +190,7 @@ def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
   variants = list(data)
   head = '| k of reference | MSE | ' + ' | '.join(variants) + ' |'
   rule = '|---|---|' + '---|' * len(variants)
-  lines += ['', f'## Swap accuracy at matched MSE (student stages only)', '',
+  lines += ['', '## Swap accuracy at matched MSE (student stages only)', '',
             f'At the MSE of each student stage of `{reference}`, each '
             "variant's swap accuracy interpolated in log MSE between the "
             'student stages of its chain of the same seed; "-": outside '

@@ -43,10 +43,6 @@ import time
 
 import jax
 
-# As tests/conftest.py: XLA:CPU compiles partitionable threefry draws of
-# multi-dimensional shapes (every conv kernel init) very slowly.
-jax.config.update('jax_threefry_partitionable', False)
-
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
@@ -297,9 +293,6 @@ def _explore_stats(times_s):
 def time_explore(steps, warmup, seed):
   """Times `Explorer.decode` for the MLP and the attribute student (the
   module docstring); returns {'mlp': stats, 'attr_student': stats}."""
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
   from configs import fashion_attr, fashion_grow  # pylint: disable=g-import-not-at-top
   from jacdistill import attr_chain, chain, explore  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)

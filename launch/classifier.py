@@ -11,14 +11,11 @@ test accuracy: per attribute for CelebA. A finished classifier is restored,
 not retrained; delete its directory to retrain it.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-import jax
 from ml_collections import config_flags
 
 import configs
@@ -28,8 +25,6 @@ from jacdistill import input_pipeline
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Run config file, with an optional :variant.',
     lock_config=True)
-
-jax.config.update('jax_threefry_partitionable', False)
 
 
 def load_or_train(config, log_fn=print) -> evaluation.ClassifierHandle:

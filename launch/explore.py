@@ -25,16 +25,13 @@ opens the page in headless chromium (Playwright), moves a slider, saves a
 screenshot to PATH and exits.
 """
 
-import os
 import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 
 from jacdistill import chain
 from jacdistill import checkpoint
@@ -51,7 +48,6 @@ _PORT = flags.DEFINE_integer('port', 8765, 'Port; 0 = any free port.')
 _SCREENSHOT = flags.DEFINE_string('screenshot', None, 'Save a screenshot of the page here and exit.')
 _CHROMIUM = flags.DEFINE_string('chromium', '/usr/bin/chromium', 'Browser for --screenshot.')
 
-jax.config.update('jax_threefry_partitionable', False)
 
 def build_explorer() -> explore.Explorer:
   if bool(_PRETRAINED.value) == bool(_WORKDIR.value):

@@ -28,12 +28,10 @@ where launch/main.py finds it.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 
 from jacdistill import chain
 from jacdistill import checkpoint
@@ -51,8 +49,6 @@ _DATASET = flags.DEFINE_string('dataset', 'fashion_mnist', 'Dataset of the class
 _CLASSIFIER_DIR = flags.DEFINE_string('classifier_dir', None, 'Classifier directory; default the cache.')
 _INSTALL = flags.DEFINE_string('install_classifier', None, 'Write this shipped classifier into the classifier cache.')
 _DIRECTORY = flags.DEFINE_string('directory', pretrained.DEFAULT_DIR, 'Where the .npz files and MANIFEST.json are.')
-
-jax.config.update('jax_threefry_partitionable', False)
 
 
 def main(argv):

@@ -16,14 +16,10 @@ import os
 import signal
 import sys
 
-# Configs import each other as `configs.x`; the repository root must be on the
-# path however this script is started.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 import configs
@@ -39,10 +35,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, with an optional :variant.', lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output directory; defaults to workdirs/<config name>.')
-
-# XLA:CPU compiles partitionable threefry draws of multi-dimensional shapes
-# very slowly; tests make the same choice, so runs and tests agree.
-jax.config.update('jax_threefry_partitionable', False)
 
 
 def _default_workdir() -> str:

@@ -32,7 +32,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -60,8 +59,6 @@ _SET = flags.DEFINE_multi_string('set', [], 'NAME=VALUE edit (repeatable).')
 _SWEEP = flags.DEFINE_string('sweep', None, 'Attribute (or dimJ) to sweep.')
 _SWEEP_RANGE = flags.DEFINE_string('sweep_range', '-2,2,5', 'lo,hi,steps.')
 _OUT = flags.DEFINE_string('out', 'manipulated.png', 'Output PNG.')
-
-jax.config.update('jax_threefry_partitionable', False)
 
 
 class ManipulateError(ValueError):

@@ -31,7 +31,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _sweep_entries(path: str) -> list[tuple[str, dict]]:
-  sys.path.insert(0, os.path.dirname(HERE))
   spec = importlib.util.spec_from_file_location('sweep_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

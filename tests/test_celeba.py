@@ -161,7 +161,7 @@ def test_chain_teacher_and_student_on_mock_celeb_a(celeba_run):
   assert (student['init'], student['teacher']) == ('teacher', 'teacher')
   assert (teacher['code_size'], student['code_size']) == (A + 8, A + 16)
   for s in on_disk['stages']:
-    scores = s[config.eval.split]
+    scores = s[on_disk['config']['eval']['split']]
     assert s['steps'] == 3 and np.isfinite(scores['psnr'])
     assert len(scores['flip_acc_pos']) == len(scores['flip_acc_neg']) == A
     assert 0.0 <= scores['flip_acc'] <= 1.0

@@ -205,8 +205,6 @@ def test_evaluate_matches_direct_computation():
     counted = pred_rec != pred_rec[perm]
     accs.append(np.mean(pred_swap[counted] == pred_rec[perm][counted]))
     keeps.append(np.mean(pred_swap[counted] == pred_rec[counted]))
-  x_hat = np.asarray(decode(codes))
-
   for batch_size in (37, 10):
     scores = evaluation.evaluate_autoencoder(
         encode, decode, images, labels, logits, factor_dims=k0,
