@@ -3,7 +3,7 @@
 A multi-label CNN (one sigmoid logit per attribute, all 40 of
 input_pipeline.CELEB_A_ATTRIBUTES) trained once on the celeb_a train stream
 and cached like the class classifiers (see
-`jacdistill.evaluation.train_attribute_classifier` and
+`jacdistill.classifier.train_attribute_classifier` and
 `load_or_train_classifier`); it judges every CelebA chain, whatever the
 chain's image size (decoded images are resized to `image_size`) or its
 attribute subset (its logits are looked up by name). Not yet trained on the
@@ -19,7 +19,7 @@ from configs import classifier
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Training fields of `jacdistill.evaluation.train_attribute_classifier`.
+  """Training fields of `jacdistill.classifier.train_attribute_classifier`.
 
   configs/classifier.py's, with a step count for the stream, wider convs
   for 64x64 RGB faces and the fields CelebA adds.

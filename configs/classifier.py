@@ -1,7 +1,7 @@
 """The external classifier that scores disentanglement (SPEC.md, swap accuracy).
 
 A small CNN trained once per dataset on its train split and cached (see
-`jacdistill.evaluation.load_or_train_classifier`), so every run on a dataset
+`jacdistill.classifier.load_or_train_classifier`), so every run on a dataset
 is judged by the same classifier. These defaults reach >= 91% test accuracy
 on Fashion-MNIST in a few minutes on two CPU cores.
 
@@ -13,7 +13,7 @@ import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Training fields of `jacdistill.evaluation.train_classifier`."""
+  """Training fields of `jacdistill.classifier.train_classifier`."""
   config = ml_collections.ConfigDict()
   # Passes over the train split.
   config.epochs = 10

@@ -34,6 +34,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   cycle = 'cycle' in options
   variant = ','.join(o for o in options if o != 'cycle')
   c = ml_collections.ConfigDict()
+  c.chain = 'attribute'  # Which chain launch/main.py runs: 'growth' or 'attribute'.
   c.seed = 0  # Seeds init, data order and the swap permutations.
 
   c.data = ml_collections.ConfigDict()

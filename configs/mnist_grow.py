@@ -21,6 +21,7 @@ from jacdistill import input_pipeline
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.chain = 'growth'  # Which chain launch/main.py runs: 'growth' or 'attribute'.
   c.seed = 0  # Seeds init, data order and the swap permutations.
 
   c.data = ml_collections.ConfigDict()

@@ -15,10 +15,10 @@ under `workdir/name/`: orbax checkpoints, TensorBoard events and `edits.png`
 to +strength); `workdir/summary.json` gets a record per finished stage with
 test PSNR and flip accuracy (`attributes.flip_accuracy`).
 
-Resume, data order, keys and the training loop are the growth chain's
-(`chain._train_stage`, `checkpoint.Checkpoints`): a finished stage is never
-retrained, an interrupted one continues from its checkpoint, and stage i's
-batch at step s depends on (seed, i, s) alone, streamed or not.
+Every stage runs through the stage loop both chains share (`stages.run`):
+a finished stage is never retrained, an interrupted one continues from its
+checkpoint, and stage i's batch at step s depends on (seed, i, s) alone,
+streamed or not.
 """
 
 import json
@@ -31,18 +31,15 @@ import ml_collections
 import numpy as np
 
 from jacdistill import attributes
-from jacdistill import chain
-from jacdistill import checkpoint
-from jacdistill import evaluation
-from jacdistill import growth
 from jacdistill import input_pipeline
+from jacdistill import metrics
 from jacdistill import models
-from jacdistill import parallel
 from jacdistill import pictures
+from jacdistill import stages
 from jacdistill import train
 
-ConfigError = chain.ConfigError
-Hooks = chain.Hooks
+ConfigError = stages.ConfigError
+Hooks = stages.Hooks
 VALUE_RANGE = '-11'  # The Fader decoder ends in tanh.
 # In memory (classes as one-hot attributes), or streamed (CelebA).
 DATASETS = input_pipeline.IN_MEMORY_DATASETS + (input_pipeline.CELEB_A,)
@@ -98,7 +95,7 @@ def validate(config) -> list[str]:
 
 def _field(spec, name: str):
   """A stage field that the config.json of an older workdir may lack."""
-  return spec.get(name, chain.ADDED_FIELDS[name])
+  return spec.get(name, stages.ADDED_FIELDS[name])
 
 
 def _validate_trainable(config, name: str) -> None:
@@ -168,24 +165,22 @@ def build_model(config, nuisance: int) -> models.FaderAutoencoder:
       max_channels=m.max_channels, image_channels=m.image_channels)
 
 
-class _Stage:
-  """What `chain._train_stage` reads of a stage, for one named Fader stage."""
-
-  def __init__(self, config, workdir, index, name):
-    self.config = config
-    self.index = index
-    self.name = name
-    self.spec = config.stages[name]
-    self.dir = os.path.join(workdir, name)
-    self.model = build_model(config, self.spec.nuisance)
-    self.dim = self.model.code_size
-    self.weights = _weights(config, name)
-    self.trainable = _field(self.spec, 'trainable')
-    self.tx = train.make_optimizer(
-        config.train.learning_rate, config.train.weight_decay,
-        config.train.b1, config.train.b2, config.train.clip_norm,
-        trainable=self.trainable)
-    self.keys = train.stage_keys(config.seed, index)
+def make_stage(config, workdir: str, name: str) -> stages.Stage:
+  """The stage `name` of the attribute chain of `config` in `workdir`."""
+  spec = config.stages[name]
+  model = build_model(config, spec.nuisance)
+  trainable = _field(spec, 'trainable')
+  index = list(config.stage_order).index(name)
+  return stages.Stage(
+      index=index, label=f'stage {name} (code {model.code_size})',
+      dir=os.path.join(workdir, name), model=model,
+      weights=_weights(config, name),
+      tx=train.make_optimizer(
+          config.train.learning_rate, config.train.weight_decay,
+          config.train.b1, config.train.b2, config.train.clip_norm,
+          trainable=trainable),
+      trainable=trainable, keys=train.stage_keys(config.seed, index),
+      inputs=('image', 'attributes'))
 
 
 class _AttributeBatcher:
@@ -261,8 +256,9 @@ class _Data:
                              cfg.model.num_attributes)
 
 
-def _flip_predictor(config, classifier) -> Callable:
-  """How flip accuracy reads `classifier`: `predict(images) -> bool (B, A)`.
+def _flip_predictor(config, handle) -> Callable:
+  """How flip accuracy reads the classifier `handle`: `predict(images) ->
+  bool (B, A)`.
 
   Raises:
     ConfigError: a CelebA run given a classifier without attribute logits,
@@ -271,9 +267,9 @@ def _flip_predictor(config, classifier) -> Callable:
   if config.data.name != input_pipeline.CELEB_A:
     # The classifier sees the unpadded size it was trained on.
     return attributes.class_predictor(
-        classifier.logits, VALUE_RANGE,
-        image_size=evaluation.IMAGE_SHAPES[config.data.name][0])
-  names = list(classifier.attributes)
+        handle.logits, VALUE_RANGE,
+        image_size=input_pipeline.IMAGE_SHAPES[config.data.name][0])
+  names = list(handle.attributes)
   missing = [a for a in config.data.attributes if a not in names]
   if not names or missing:
     raise ConfigError(f'the classifier has no logits for {missing or "any"} '
@@ -281,15 +277,8 @@ def _flip_predictor(config, classifier) -> Callable:
                       'classifier (configs/celeba_classifier.py) or set '
                       'eval.classifier=False')
   return attributes.attribute_predictor(
-      classifier.logits, VALUE_RANGE, image_size=classifier.image_size,
+      handle.logits, VALUE_RANGE, image_size=handle.image_size,
       columns=[names.index(a) for a in config.data.attributes])
-
-
-def _initial_variables(stage: _Stage, parent: Optional[tuple]):
-  if parent is None:
-    return jax.jit(stage.model.init)(stage.keys.init,
-                                     models.example_input(stage.model))
-  return growth.grow(parent[1], stage.model, stage.keys.growth)
 
 
 def classes_are_attributes(cfg) -> bool:
@@ -299,12 +288,12 @@ def classes_are_attributes(cfg) -> bool:
   return cfg.data.name in input_pipeline.IN_MEMORY_DATASETS
 
 
-def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
-                    writer, predictor) -> dict:
+def evaluate_stage(stage: stages.Stage, config, variables,
+                   test_images: np.ndarray, writer, predictor) -> dict:
   """PSNR and flip accuracy (with `predictor`, from `_flip_predictor`, if
   not None) of a finished stage on `eval.split`, as `{split: {metric:
   value}}`, and the edit grid of its first images."""
-  cfg = stage.config
+  cfg = config
   a = cfg.model.num_attributes
   n = len(test_images)
   model = stage.model
@@ -316,7 +305,7 @@ def _evaluate_stage(stage: _Stage, variables, test_images: np.ndarray,
     codes.append(np.asarray(code))
     mses.append(np.asarray(mse) / 4.0)  # In [0, 1] pixel units.
   codes = np.concatenate(codes)
-  out = evaluation.reconstruction_scores(np.concatenate(mses))
+  out = metrics.reconstruction_scores(np.concatenate(mses))
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
   if predictor is not None:
@@ -344,83 +333,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Runs or resumes every stage of `config.stage_order`; returns the summary."""
   hooks = hooks or Hooks()
   order = validate(config)
-  chain.check_workdir(config, workdir)
+  stages.check_workdir(config, workdir)
   predictor = (None if hooks.classifier is None else
                _flip_predictor(config, hooks.classifier))
   data = _Data(config)
-  mesh = chain.claim_workdir(config, workdir, data.num_train)
-  summary = chain._load_summary(workdir)  # pylint: disable=protected-access
+  mesh = stages.claim_workdir(config, workdir, data.num_train)
+  summary = stages.load_summary(workdir)
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
     summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
     if hooks.classifier.attributes:
       summary['classifier_attribute_accuracy'] = dict(zip(
           hooks.classifier.attributes, hooks.classifier.attribute_accuracy))
+  settings = {'split': config.eval.split, 'examples': len(data.test_images),
+              'flip_examples': config.eval.flip_examples,
+              'flip_strength': config.eval.flip_strength,
+              **stages.classifier_settings(hooks)}
   done = {s['name']: s for s in summary['stages']}
   finished = {}  # name -> (model, variables)
   for index, name in enumerate(order):
-    stage = _Stage(config, workdir, index, name)
-    spec = stage.spec
+    stage = make_stage(config, workdir, name)
+    spec = config.stages[name]
     teacher = finished[spec.teacher] if spec.teacher else None
-    variables = _initial_variables(stage, finished.get(spec.init))
-    state = train.create_train_state(variables, stage.tx)
+    parent = finished.get(spec.init)
+    variables = stages.initial_variables(stage.model, stage.keys,
+                                         parent and parent[1])
     batcher = data.batcher(index)
     epochs = _field(spec, 'epochs') or config.train.epochs_per_stage
     total = (_field(spec, 'steps') or config.train.steps_per_stage or
              epochs * batcher.steps_per_epoch)
-    ckpts, state, start, elapsed = chain.open_stage(
-        stage.dir, state, config.checkpoint.keep, total,
-        f'stage {name} (code {stage.dim})')
-    writer = chain.StageWriter(stage.dir)
-    try:
-      last = {}
-      if start < total:
-        # pylint: disable-next=protected-access
-        state, elapsed, last = chain._train_stage(
-            stage, teacher, state, start, total, elapsed, batcher, ckpts,
-            writer, hooks, mesh, inputs=('image', 'attributes'))
-      variables = parallel.local_copy(train.variables_of(state))
-      fp = checkpoint.fingerprint(variables)
-      entry = done.get(name)
-      if entry is None or entry.get('fingerprint') != fp:
-        entry = {'stage': index, 'name': name, 'nuisance': spec.nuisance,
-                 'code_size': stage.dim, 'init': spec.init or None,
-                 'teacher': spec.teacher or None,
-                 'trainable': stage.trainable, 'steps': total,
-                 'wall_time_s': round(elapsed, 2), 'train_losses': last,
-                 'fingerprint': fp}
-        entry.update(_evaluate_stage(stage, variables, data.test_images,
-                                     writer, predictor))
-        done[name] = entry
-        summary['stages'] = [done[n] for n in order if n in done]
-        chain._write_summary(workdir, summary)  # pylint: disable=protected-access
-        scores = entry[config.eval.split]
-        logging.info('stage %s done: %s PSNR %.2f dB%s', name,
-                     config.eval.split, scores['psnr'],
-                     f", flip acc {scores['flip_acc']:.3f}"
-                     if 'flip_acc' in scores else '')
-      else:
-        logging.info('stage %s already complete; not retrained', name)
-    finally:
-      writer.flush()
-      writer.close()
-      ckpts.close()
+    describe = {'stage': index, 'name': name, 'nuisance': spec.nuisance,
+                'code_size': stage.model.code_size, 'init': spec.init or None,
+                'teacher': spec.teacher or None,
+                'trainable': stage.trainable}
+    variables, entry, scored = stages.run(
+        stage, config, variables, teacher, batcher, total, hooks, mesh,
+        done.get(name), describe, settings,
+        lambda v, writer, stage=stage: evaluate_stage(
+            stage, config, v, data.test_images, writer, predictor))
+    done[name] = entry
+    summary['stages'] = [done[n] for n in order if n in done]
+    stages.write_summary(workdir, summary)
+    if scored:
+      scores = entry[config.eval.split]
+      logging.info('stage %s done: %s PSNR %.2f dB%s', name,
+                   config.eval.split, scores['psnr'],
+                   f", flip acc {scores['flip_acc']:.3f}"
+                   if 'flip_acc' in scores else '')
     finished[name] = (stage.model, variables)
   return summary
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config of the attribute-chain run in `workdir` (ConfigError if none)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise ConfigError(f'{workdir} has no config.json; pass the --workdir of '
-                      'a launch/main.py run')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  if 'stages' not in config or 'stage_order' not in config:
-    raise ConfigError(f'{workdir} holds a run of another kind (no stages); '
-                      'pass the --workdir of a launch/main.py run')
-  return config
+  return stages.read_config(workdir, 'attribute')
 
 
 def load_stage(workdir: str, name: str):
@@ -435,17 +401,6 @@ def load_stage(workdir: str, name: str):
   if name not in config.stage_order:
     raise ConfigError(f'stage {name!r} is not in {workdir}; its stages are '
                       f'{list(config.stage_order)}')
-  stage = _Stage(config, workdir, list(config.stage_order).index(name), name)
-  like = train.create_train_state(_initial_variables(stage, None), stage.tx)
-  directory = os.path.join(stage.dir, 'checkpoints')
-  restored = None
-  if os.path.isdir(directory):
-    ckpts = checkpoint.Checkpoints(directory)
-    try:
-      restored = ckpts.restore_latest(like)
-    finally:
-      ckpts.close()
-  if restored is None:
-    raise ConfigError(f'stage {name!r} of {workdir} has no checkpoint yet; '
-                      'run launch/main.py on it first')
-  return config, stage.model, train.variables_of(restored[0])
+  stage = make_stage(config, workdir, name)
+  return config, stage.model, stages.restore_stage(
+      stage, f'stage {name!r} of {workdir}')

@@ -92,7 +92,7 @@ def class_predictor(logits_fn: Callable, value_range: str,
 
   Args:
     logits_fn: float images (B, H', W', C) in [0, 1] -> (B, A) logits, e.g.
-      `evaluation.ClassifierHandle.logits`.
+      `classifier.ClassifierHandle.logits`.
     value_range: the decoder's pixel range, '01' or '-11'.
     image_size: H' = W' of the classifier's input; decoded images are
       centre-cropped to it (undoing the 28 -> 32 zero padding of training).
@@ -117,7 +117,7 @@ def attribute_predictor(logits_fn: Callable, value_range: str,
 
   Args:
     logits_fn: float images (B, H', W', C) in [0, 1] -> (B, K) logits, e.g.
-      `evaluation.ClassifierHandle.logits` of the CelebA classifier.
+      `classifier.ClassifierHandle.logits` of the CelebA classifier.
     value_range: the decoder's pixel range, '01' or '-11'.
     image_size: H' = W' of the classifier's input; decoded images of another
       size are resized to it (bilinear, antialiased, as the data pipeline

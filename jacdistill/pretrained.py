@@ -39,10 +39,11 @@ import orbax.checkpoint as ocp
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import paths
+from jacdistill import stages
 from jacdistill import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,11 +160,10 @@ def chain_members(name: str, directory: str = DEFAULT_DIR) -> list[str]:
 
 def kind_of(config) -> str:
   """'attribute' for an attribute-chain config, 'growth' for a growth one."""
-  if 'stage_order' in config:
-    return 'attribute'
-  if 'growth' in config:
-    return 'growth'
-  raise chain.ConfigError('the config is of neither chain (no growth, no '
+  chain = stages.chain_of(config)
+  if chain:
+    return chain
+  raise stages.ConfigError('the config is of neither chain (no growth, no '
                           'stage_order)')
 
 
@@ -190,8 +190,8 @@ def _shapes(kind: str, config, stage) -> tuple[Any, dict]:
   without initialising any (eval_shape compiles nothing)."""
   if kind == 'classifier':
     data = _classifier_data(stage)
-    model = evaluation.make_classifier(data, config)
-    shape = evaluation.classifier_image_shape(data, config)
+    model = classifier.make_classifier(data, config)
+    shape = classifier.classifier_image_shape(data, config)
     tree = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *shape)),
                                                train=False),
                           jax.random.key(0))
@@ -222,7 +222,7 @@ def test_mse(model, variables, images_uint8: np.ndarray) -> float:
   return float(np.mean(np.asarray(mse, np.float64)) / scale)
 
 
-def classifier_accuracy(handle: evaluation.ClassifierHandle,
+def classifier_accuracy(handle: classifier.ClassifierHandle,
                         split: input_pipeline.Split) -> float:
   x = input_pipeline.to_float(split.images, '01')
   return float(np.mean(np.asarray(handle.predict(x)) == split.labels))
@@ -320,7 +320,7 @@ def export_stage(workdir: str, name: str, stage=None,
   Raises:
     PretrainedError: no command, an unfinished stage, a bad name, or a
       checkpoint whose fingerprint is not summary.json's.
-    chain.ConfigError, checkpoint.CheckpointError: no such run or stage.
+    stages.ConfigError, checkpoint.CheckpointError: no such run or stage.
     input_pipeline.DatasetUnavailableError: no test images for the check.
   """
   _check_name(name)
@@ -331,7 +331,7 @@ def export_stage(workdir: str, name: str, stage=None,
                           "--command='python launch/main.py ...'")
   config_path = os.path.join(workdir, 'config.json')
   if not os.path.exists(config_path):
-    raise chain.ConfigError(f'{workdir} has no config.json; pass the '
+    raise stages.ConfigError(f'{workdir} has no config.json; pass the '
                             '--workdir of a launch/main.py run')
   with open(config_path) as f:
     run_config = json.load(f)
@@ -393,20 +393,20 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
                       directory: str = DEFAULT_DIR,
                       commit: Optional[str] = None) -> dict:
   """Writes the external classifier of `dataset` (restored from
-  `classifier_dir`, default `evaluation.default_classifier_dir`, with
+  `classifier_dir`, default `classifier.default_classifier_dir`, with
   evaluation's own restore) as `directory/name.npz` and its entry.
 
   Raises:
     PretrainedError: no finished classifier there, or one of another dataset.
-    evaluation.ClassifierError: its checkpoint cannot be read.
+    classifier.ClassifierError: its checkpoint cannot be read.
   """
   _check_name(name)
   if dataset not in CLASSIFIER_DATASETS:
     raise PretrainedError(f'dataset {dataset!r} has no exportable classifier; '
                           f'use one of {CLASSIFIER_DATASETS}')
   data = _classifier_data(dataset)
-  classifier_dir = classifier_dir or evaluation.default_classifier_dir(data)
-  record_path = os.path.join(classifier_dir, evaluation.RECORD_FILE)
+  classifier_dir = classifier_dir or classifier.default_classifier_dir(data)
+  record_path = os.path.join(classifier_dir, classifier.RECORD_FILE)
   if not os.path.exists(record_path):
     raise PretrainedError(f'{record_path} is missing: no finished classifier '
                           'there; train it with launch/classifier.py or pass '
@@ -418,11 +418,11 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
                           f'{record["dataset"]}, not {dataset}; pass the '
                           'right --classifier_dir')
   clf_config = ml_collections.ConfigDict(record['config'])
-  model = evaluation.make_classifier(data, clf_config)
-  shape = evaluation.classifier_image_shape(data, clf_config)
+  model = classifier.make_classifier(data, clf_config)
+  shape = classifier.classifier_image_shape(data, clf_config)
   # pylint: disable-next=protected-access
-  variables = evaluation._restore(classifier_dir, model, shape)
-  handle = evaluation.ClassifierHandle(model, variables,
+  variables = classifier._restore(classifier_dir, model, shape)
+  handle = classifier.ClassifierHandle(model, variables,
                                        float(record['test_accuracy']),
                                        image_size=int(shape[0]))
   split = input_pipeline.load_split(data, 'test')
@@ -505,26 +505,26 @@ def load(name: str, directory: str = DEFAULT_DIR):
 
 
 def load_classifier(name: str, directory: str = DEFAULT_DIR
-                    ) -> tuple[evaluation.ClassifierHandle, dict]:
-  """A shipped classifier as the handle `chain.Hooks.classifier` takes (the
+                    ) -> tuple[classifier.ClassifierHandle, dict]:
+  """A shipped classifier as the handle `stages.Hooks.classifier` takes (the
   swap and flip accuracies then need no cache), and its entry."""
   config, model, variables, e = load(name, directory)
   if e['kind'] != 'classifier':
     raise PretrainedError(f'{name!r} in {os.path.join(directory, MANIFEST)} '
                           f'is a {e["kind"]} model, not a classifier; pick a '
                           'classifier entry')
-  shape = evaluation.classifier_image_shape(_classifier_data(e['dataset']),
+  shape = classifier.classifier_image_shape(_classifier_data(e['dataset']),
                                             config)
   variables = jax.tree.map(jnp.asarray, variables)
-  return evaluation.ClassifierHandle(
+  return classifier.ClassifierHandle(
       model, variables, float(e['test']['accuracy']),
       image_size=int(shape[0])), e
 
 
 def install_classifier(name: str, classifier_dir: Optional[str] = None,
                        directory: str = DEFAULT_DIR) -> str:
-  """Writes a shipped classifier where `evaluation.load_or_train_classifier`
-  looks (`classifier_dir`, default `evaluation.default_classifier_dir` of
+  """Writes a shipped classifier where `classifier.load_or_train_classifier`
+  looks (`classifier_dir`, default `classifier.default_classifier_dir` of
   its dataset), so launch/main.py scores swaps and flips with it instead of
   training one. Returns the directory.
 
@@ -533,9 +533,9 @@ def install_classifier(name: str, classifier_dir: Optional[str] = None,
       (delete it first).
   """
   handle, e = load_classifier(name, directory)
-  target = classifier_dir or evaluation.default_classifier_dir(
+  target = classifier_dir or classifier.default_classifier_dir(
       _classifier_data(e['dataset']))
-  record_path = os.path.join(target, evaluation.RECORD_FILE)
+  record_path = os.path.join(target, classifier.RECORD_FILE)
   if os.path.exists(record_path):
     raise PretrainedError(f'{record_path} exists: {target} already holds a '
                           'classifier; delete that directory to install '
@@ -543,7 +543,7 @@ def install_classifier(name: str, classifier_dir: Optional[str] = None,
   os.makedirs(target, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(paths.absolute(target),
-                                   evaluation.CHECKPOINT_SUBDIR),
+                                   classifier.CHECKPOINT_SUBDIR),
                       handle.variables, force=True)
     checkpointer.wait_until_finished()
   # The record last, as load_or_train_classifier writes it: a directory

@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from jacdistill import stages
+
 # Per-stage metrics of a growth chain, in table order.
 METRICS = ('mse', 'psnr', 'swap_acc', 'swap_acc_gt', 'swap_keep',
            'rec_class_acc')
@@ -107,8 +109,8 @@ def students(stages: list[dict]) -> list[dict]:
 def by_k(runs: dict[int, list[dict]]) -> dict[int, dict[int, dict]]:
   """{k: {seed: stage}} of a variant's chains."""
   out: dict[int, dict[int, dict]] = {}
-  for seed, stages in runs.items():
-    for s in stages:
+  for seed, entries in runs.items():
+    for s in entries:
       out.setdefault(s['latent_dim'], {})[seed] = s
   return dict(sorted(out.items()))
 
@@ -332,7 +334,7 @@ def stack_pictures(items: list[tuple[str, str]], path: str) -> None:
 
 def is_attribute_chain(summary: dict) -> bool:
   """Whether a summary.json comes from the attribute chain (`stage_order`)."""
-  return 'stage_order' in summary.get('config', {})
+  return stages.chain_of(summary.get('config', {})) == 'attribute'
 
 
 def _stage_order(runs: dict[int, dict]) -> list[str]:

@@ -19,7 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import configs
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,12 +27,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 
 
-def load_or_train(config, log_fn=print) -> evaluation.ClassifierHandle:
+def load_or_train(config, log_fn=print) -> classifier.ClassifierHandle:
   """The classifier launch/main.py uses for `config`, trained if missing."""
   directory = (config.eval.classifier_dir or
-               evaluation.default_classifier_dir(config.data))
+               classifier.default_classifier_dir(config.data))
   log_fn(f'classifier directory: {directory}')
-  return evaluation.load_or_train_classifier(
+  return classifier.load_or_train_classifier(
       config.data, configs.classifier_config(config.data.name), directory,
       log_fn=log_fn)
 

@@ -33,11 +33,11 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import explore
 from jacdistill import input_pipeline
 from jacdistill import pretrained
+from jacdistill import stages
 
 _PRETRAINED = flags.DEFINE_multi_string('pretrained', [], 'Shipped model(s) (pretrained/MANIFEST.json).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a launch/main.py run.')
@@ -91,7 +91,7 @@ def main(argv):
   try:
     explorer = build_explorer()
     server = explore.make_server(explorer, _HOST.value, _PORT.value)
-  except (explore.ExploreError, pretrained.PretrainedError, chain.ConfigError,
+  except (explore.ExploreError, pretrained.PretrainedError, stages.ConfigError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {(str(e).splitlines() or [repr(e)])[0]}')

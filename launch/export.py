@@ -33,11 +33,11 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import pretrained
+from jacdistill import stages
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a launch/main.py run.')
 _STAGE = flags.DEFINE_string('stage', None, 'Growth stage index or attribute stage name; default the last.')
@@ -76,11 +76,11 @@ def main(argv):
           _COMMAND.value, _CHAIN.value)
       score = (f'test MSE {entry["test"]["mse"]:.5f}, first '
                f'{entry["check"]["images"]} {entry["check"]["mse"]:.5f}')
-  except (pretrained.PretrainedError, chain.ConfigError, ValueError,
+  except (pretrained.PretrainedError, stages.ConfigError, ValueError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {(str(e).splitlines() or [repr(e)])[0]}')
-  except evaluation.ClassifierError as e:
+  except classifier.ClassifierError as e:
     sys.exit(f'error: {" ".join(str(e).split())}')
   path = os.path.join(_DIRECTORY.value, entry['file'])
   print(f'wrote {path} ({entry["bytes"] / 1e6:.2f} MB, sha256 '

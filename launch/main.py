@@ -26,10 +26,11 @@ import configs
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import parallel
 from jacdistill import paths
+from jacdistill import stages
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, with an optional :variant.', lock_config=True)
@@ -63,26 +64,30 @@ def main(argv):
     stop['requested'] = True
 
   signal.signal(signal.SIGTERM, on_sigterm)
-  runner = attr_chain if 'stage_order' in config else chain
+  runners = {'growth': chain, 'attribute': attr_chain}
+  if config.get('chain') not in runners:
+    sys.exit(f'error: config field chain={config.get("chain")!r} is not one '
+             f'of {sorted(runners)}')
+  runner = runners[config.chain]
   logging.info('workdir %s: summary.json, config.json and per stage '
                'checkpoints/, PNG grids and TensorBoard events (tensorboard '
                '--logdir %s)', workdir, workdir)
-  hooks = chain.Hooks(should_stop=lambda: stop['requested'])
+  hooks = stages.Hooks(should_stop=lambda: stop['requested'])
   try:
     if config.eval.classifier:
       clf_dir = (config.eval.classifier_dir or
-                 evaluation.default_classifier_dir(config.data))
+                 classifier.default_classifier_dir(config.data))
       logging.info('external classifier: %s', clf_dir)
-      hooks.classifier = evaluation.load_or_train_classifier(
+      hooks.classifier = classifier.load_or_train_classifier(
           config.data, configs.classifier_config(config.data.name), clf_dir)
     summary = runner.train_and_evaluate(config, workdir, hooks)
-  except (chain.ConfigError, chain.NonFiniteLossError,
+  except (stages.ConfigError, stages.NonFiniteLossError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {e}')
-  except evaluation.ClassifierError as e:
+  except classifier.ClassifierError as e:
     sys.exit(f'error: {" ".join(str(e).split())}')
-  except chain.Preempted as e:
+  except stages.Preempted as e:
     sys.exit(f'preempted: {e}')
   for s in summary['stages']:
     split = 'test' if 'test' in s else config.eval.split

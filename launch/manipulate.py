@@ -47,6 +47,7 @@ from jacdistill import explore
 from jacdistill import input_pipeline
 from jacdistill import pictures
 from jacdistill import pretrained
+from jacdistill import stages
 from jacdistill import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a launch/main.py run.')
@@ -224,7 +225,7 @@ def main(argv):
                       _SWEEP.value, (lo, hi, steps), _PRETRAINED.value,
                       _TEST_INDEX.value, labelled=True,
                       directory=_DIRECTORY.value)
-  except (ManipulateError, attr_chain.ConfigError,
+  except (ManipulateError, stages.ConfigError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {(str(e).splitlines() or [repr(e)])[0]}')
   pictures.save_png(_OUT.value, grid, scale=1)  # Already enlarged.

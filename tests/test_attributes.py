@@ -15,10 +15,10 @@ from PIL import Image
 from configs import fashion_attr
 from jacdistill import attr_chain
 from jacdistill import attributes
-from jacdistill import chain
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import models
+from jacdistill import stages
 
 A = 4
 
@@ -63,6 +63,7 @@ def test_flip_accuracy_is_one_when_the_decoder_obeys_the_scores():
   codes = _one_hot_codes([0, 1, 2, 3, 1])
   out = attributes.flip_accuracy(_identity, _threshold, codes, A, batch_size=2)
   assert out == {'flip_acc_pos': [1.0] * A, 'flip_acc_neg': [1.0] * A,
+                 'flip_acc_pos_mean': 1.0, 'flip_acc_neg_mean': 1.0,
                  'flip_acc': 1.0}
 
 
@@ -112,10 +113,10 @@ def smoke_run(tmp_path_factory):
   config = fashion_attr.get_config('smoke,cycle')
   config.stage_order = ('teacher', 'teacher_cycle', 'student8')
   # An untrained classifier: the test checks the plumbing, not the scores.
-  clf = evaluation.Classifier(num_classes=10, widths=(4,), hidden=8)
+  clf = classifier.Classifier(num_classes=10, widths=(4,), hidden=8)
   variables = clf.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
                        train=False)
-  hooks = attr_chain.Hooks(classifier=evaluation.ClassifierHandle(
+  hooks = stages.Hooks(classifier=classifier.ClassifierHandle(
       clf, variables, 0.0))
   workdir = str(tmp_path_factory.mktemp('smoke'))
   summary = attr_chain.train_and_evaluate(config, workdir, hooks)
@@ -176,25 +177,28 @@ def test_cycle_stage_trains_only_the_decoder(smoke_run):
 
 def test_a_workdir_older_than_the_stage_options_still_resumes(tmp_path):
   config = fashion_attr.get_config('smoke')
+  # Configs of that age had no baseline as long as a student's lineage.
+  config.stages.baseline32.epochs = config.stages.baseline32.steps = 0
   old = json.loads(config.to_json())
   for stage in old['stages'].values():
     for field, parent in (('trainable', stage), ('epochs', stage),
+                          ('steps', stage),
                           ('cycle_attr', stage['loss']),
                           ('cycle_z', stage['loss'])):
       del parent[field]
   with open(tmp_path / 'config.json', 'w') as f:
     json.dump(old, f)
-  chain.check_workdir(config, str(tmp_path))
+  stages.check_workdir(config, str(tmp_path))
   # A new field at another value than the old runs had is a change.
   config.stages.teacher.epochs = 3
-  with pytest.raises(attr_chain.ConfigError, match='stages.teacher.epochs'):
-    chain.check_workdir(config, str(tmp_path))
+  with pytest.raises(stages.ConfigError, match='stages.teacher.epochs'):
+    stages.check_workdir(config, str(tmp_path))
 
 
 def test_config_errors_name_the_field():
   config = fashion_attr.get_config('smoke')
   config.stages.student8.init = 'student32'
-  with pytest.raises(attr_chain.ConfigError, match='stages.student8.init'):
+  with pytest.raises(stages.ConfigError, match='stages.student8.init'):
     attr_chain.validate(config)
 
 
@@ -228,6 +232,6 @@ def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path,
     manipulate.manipulate(workdir, 'teacher', [path], ['x=1'])
   with pytest.raises(manipulate.ManipulateError, match='cannot read image'):
     manipulate.manipulate(workdir, 'teacher', [workdir + '/config.json'], [])
-  with pytest.raises(attr_chain.ConfigError, match='another kind'):
+  with pytest.raises(stages.ConfigError, match='another kind'):
     json.dump({'seed': 0}, open(tmp_path / 'config.json', 'w'))
     manipulate.manipulate(str(tmp_path), 'teacher', [path], [])

@@ -20,8 +20,9 @@ import configs
 from configs import celeba_attr
 from jacdistill import attr_chain
 from jacdistill import attributes
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline as ip
+from jacdistill import stages
 
 A = len(ip.CELEB_A_ATTRIBUTES)
 
@@ -95,7 +96,7 @@ def test_validation_gives_one_line_errors(tmp_path):
       for section in sections:
         node = node[section]
       node[field] = value
-    with pytest.raises(attr_chain.ConfigError) as e:
+    with pytest.raises(stages.ConfigError) as e:
       attr_chain.validate(config)
     assert '\n' not in str(e.value)
     return str(e.value)
@@ -120,11 +121,11 @@ def test_validation_gives_one_line_errors(tmp_path):
   assert 'num_attributes=1' in error(data__attributes=('Smiling',))
   assert 'eval.split' in error(eval__split='train')
   # A class classifier cannot score CelebA edits; refused before any data.
-  clf = evaluation.Classifier(num_classes=10, widths=(4,), hidden=8)
-  handle = evaluation.ClassifierHandle(clf, {}, 0.0)
-  with pytest.raises(attr_chain.ConfigError, match='no logits'):
+  clf = classifier.Classifier(num_classes=10, widths=(4,), hidden=8)
+  handle = classifier.ClassifierHandle(clf, {}, 0.0)
+  with pytest.raises(stages.ConfigError, match='no logits'):
     attr_chain.train_and_evaluate(celeba_attr.get_config('smoke'),
-                                  str(tmp_path), attr_chain.Hooks(
+                                  str(tmp_path), stages.Hooks(
                                       classifier=handle))
   assert not os.listdir(tmp_path)
 
@@ -138,10 +139,10 @@ def celeba_run(tmp_path_factory):
       'teacher')
   config.data.tfds_data_dir = str(tmp_path_factory.mktemp('tfds'))
   # An untrained classifier of 4x4 images: the 8x8 decodes are resized.
-  clf = evaluation.Classifier(num_classes=A, widths=(4,), hidden=8)
+  clf = classifier.Classifier(num_classes=A, widths=(4,), hidden=8)
   variables = clf.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)),
                        train=False)
-  hooks = attr_chain.Hooks(classifier=evaluation.ClassifierHandle(
+  hooks = stages.Hooks(classifier=classifier.ClassifierHandle(
       clf, variables, 0.75, attributes=ip.CELEB_A_ATTRIBUTES,
       attribute_accuracy=(0.75,) * A, image_size=4))
   workdir = str(tmp_path_factory.mktemp('celeba'))
@@ -189,7 +190,7 @@ def test_manipulate_a_celeb_a_stage(celeba_run, tmp_path):
 
 
 def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
-  from launch import classifier  # pylint: disable=g-import-not-at-top
+  from launch import classifier as classifier_cli  # pylint: disable=g-import-not-at-top
   assert 'steps' in configs.classifier_config('celeb_a')
   clf = configs.classifier_config('celeb_a')
   clf.steps = 4
@@ -203,15 +204,15 @@ def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
   run.eval.classifier_dir = str(tmp_path / 'clf')
   messages = []
   with tfds.testing.mock_data(num_examples=12):
-    first = classifier.load_or_train(run, messages.append)
+    first = classifier_cli.load_or_train(run, messages.append)
     assert any('step 4/4' in m for m in messages)
 
     def no_training(*args, **kwargs):
       raise AssertionError('the second call retrained the classifier')
 
-    monkeypatch.setattr(evaluation, 'train_attribute_classifier', no_training)
+    monkeypatch.setattr(classifier, 'train_attribute_classifier', no_training)
     messages.clear()
-    second = classifier.load_or_train(run, messages.append)
+    second = classifier_cli.load_or_train(run, messages.append)
   assert any('Restored' in m for m in messages)
   assert first.attributes == second.attributes == ip.CELEB_A_ATTRIBUTES
   assert len(first.attribute_accuracy) == A
@@ -222,7 +223,7 @@ def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
   x = np.random.default_rng(0).random((3, 8, 8, 3), np.float32)
   assert first.logits(x).shape == (3, A)
   np.testing.assert_array_equal(first.logits(x), second.logits(x))
-  with open(tmp_path / 'clf' / evaluation.RECORD_FILE) as f:
+  with open(tmp_path / 'clf' / classifier.RECORD_FILE) as f:
     record = json.load(f)
   assert record['attributes'] == list(ip.CELEB_A_ATTRIBUTES)
   assert record['config']['image_size'] == 8

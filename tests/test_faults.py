@@ -31,6 +31,7 @@ from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import input_pipeline
 from jacdistill import models
+from jacdistill import stages
 from jacdistill import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +126,8 @@ def _corrupt(step_dir, how):
 def _train_state(hidden, dim=2):
   """A fresh train state of the smoke model with encoder widths `hidden`."""
   config = _config({'model.hidden': hidden})
-  model = chain.build_model(config.model, dim, (28, 28, 1))
+  # Stage dim - 2 of the chain: only the stage-0 teacher normalises its code.
+  model = chain.build_model(config.model, dim, (28, 28, 1), stage=dim - 2)
   variables = model.init(jax.random.key(0), models.example_input(model))
   t = config.train
   return train.create_train_state(variables, train.make_optimizer(
@@ -168,7 +170,7 @@ def test_sigterm_saves_a_checkpoint_exits_and_the_rerun_resumes(tmp_path):
   err = err_path.read_text()
   assert returncode != 0 and took < 30
   assert 'Traceback' not in err
-  m = re.fullmatch(r'preempted: stopped at step (\d+) of stage 0; the '
+  m = re.fullmatch(r'preempted: stopped at step (\d+) of stage 0 \(k=2\); the '
                    r'checkpoint is in (\S+); re-run the same command to '
                    r'resume', _last_line(err))
   assert m, _last_line(err)
@@ -180,9 +182,9 @@ def test_sigterm_saves_a_checkpoint_exits_and_the_rerun_resumes(tmp_path):
   # The re-run (same config; the command's code path in this process) goes on
   # from the saved step: three more steps end at stopped + 3, not at 3.
   calls = iter(range(10**6))
-  with pytest.raises(chain.Preempted,
-                     match=f'stopped at step {stopped + 3} of stage 0;'):
-    chain.train_and_evaluate(_config(overrides), workdir, chain.Hooks(
+  with pytest.raises(stages.Preempted, match=(
+      f'stopped at step {stopped + 3} of stage 0 \\(k=2\\);')):
+    chain.train_and_evaluate(_config(overrides), workdir, stages.Hooks(
         should_stop=lambda: next(calls) >= 2))
   assert _steps(workdir, 0) == [stopped, stopped + 3]
 
@@ -300,7 +302,7 @@ def test_huge_learning_rate_stops_at_the_first_nonfinite_loss(tmp_path):
   config = _config({'growth.end_dim': 2, 'train.learning_rate': 1e6,
                     'log.every_steps': 1})
   workdir = str(tmp_path / 'w')
-  with pytest.raises(chain.NonFiniteLossError) as e:
+  with pytest.raises(stages.NonFiniteLossError) as e:
     chain.train_and_evaluate(config, workdir)
   # Step 0 is taken at the initial parameters; after one update of size ~1e6
   # the reconstruction overflows. The term is named, not the gradient norm
@@ -341,7 +343,7 @@ def test_injected_nan_stops_with_step_stage_and_term_keeping_good_checkpoints(
 
   monkeypatch.setattr(train, 'make_train_step', poisoned_make_train_step)
   config = _config({'log.every_steps': 1000})
-  with pytest.raises(chain.NonFiniteLossError) as e:
+  with pytest.raises(stages.NonFiniteLossError) as e:
     chain.train_and_evaluate(config, workdir)
   assert str(e.value) == (
       "loss term 'jac' is not finite at step 13 of stage 1 (k=3); training "
@@ -378,7 +380,7 @@ def test_bad_config_is_refused_before_data_or_compilation(
 
   monkeypatch.setattr(jax, 'jit', must_not_run)
   monkeypatch.setattr(input_pipeline, 'load_split', must_not_run)
-  with pytest.raises(chain.ConfigError) as e:
+  with pytest.raises(stages.ConfigError) as e:
     chain.train_and_evaluate(_config(overrides), workdir)
   assert named in str(e.value) and '\n' not in str(e.value)
   assert _tree_hash(workdir) == before
@@ -451,7 +453,7 @@ def test_cli_refuses_a_batch_the_devices_cannot_split(cli_errors):
   # The refused config did not become the workdir's: the fixed one is taken.
   workdir = cli_errors['indivisible batch'][2]['workdir']
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
-  chain.check_workdir(_config({'train.batch_size': 64}), workdir)
+  stages.check_workdir(_config({'train.batch_size': 64}), workdir)
 
 
 def test_cli_refuses_a_teacher_checkpoint_of_the_wrong_shape(cli_errors):

@@ -185,7 +185,9 @@ def test_load_split_idx_missing_dir_names_dir_and_fix(tmp_path):
 def test_load_split_rejects_bad_config(tmp_path):
   with pytest.raises(ValueError, match='mnist, fashion_mnist, svhn_cropped'):
     ip.load_split(data_config(name='cifar10'), 'train')
-  with pytest.raises(ValueError, match='train, test'):
+  with pytest.raises(ValueError, match='train, validation, test'):
+    ip.load_split(data_config(), 'dev')
+  with pytest.raises(ValueError, match='validation split is empty'):
     ip.load_split(data_config(), 'validation')
   with pytest.raises(ValueError, match='tfds, idx'):
     ip.load_split(data_config(source='npz'), 'train')

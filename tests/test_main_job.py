@@ -16,6 +16,7 @@ from configs import fashion_grow
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import input_pipeline
+from jacdistill import stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_DATA = os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
@@ -78,7 +79,7 @@ def test_load_stage_gives_the_finished_variables(straight_run):
   # 'first' code normalisation: the teacher has it, the student not.
   assert chain.load_stage(workdir, 0)[1].code_norm
   assert not chain.load_stage(workdir, 1)[1].code_norm
-  with pytest.raises(chain.ConfigError, match='stage 5 is not in'):
+  with pytest.raises(stages.ConfigError, match='stage 5 is not in'):
     chain.load_stage(workdir, 5)
 
 
@@ -102,8 +103,8 @@ def test_interrupt_and_resume_gives_the_same_parameters(straight_run, tmp_path):
     calls['n'] += 1
     return calls['n'] == 24 + 13  # Step 13 of stage 1.
 
-  with pytest.raises(chain.Preempted, match='step 13 of stage 1'):
-    chain.train_and_evaluate(config, workdir, chain.Hooks(
+  with pytest.raises(stages.Preempted, match='step 13 of stage 1'):
+    chain.train_and_evaluate(config, workdir, stages.Hooks(
         should_stop=stop_in_stage_one))
   stage0_ckpts = sorted(os.listdir(os.path.join(workdir, 'stage_00',
                                                 'checkpoints')))
@@ -124,7 +125,7 @@ def test_workdir_of_another_config_is_refused(straight_run):
   workdir, _ = straight_run
   config = fashion_grow.get_config('smoke')
   config.loss.jac = 1.0
-  with pytest.raises(chain.ConfigError, match='loss.jac'):
+  with pytest.raises(stages.ConfigError, match='loss.jac'):
     chain.train_and_evaluate(config, workdir)
 
 

@@ -21,9 +21,10 @@ from configs import fashion_grow
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import evaluation
+from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import pretrained
+from jacdistill import stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = 'python launch/main.py --config=configs/fashion_grow.py:smoke'
@@ -163,7 +164,7 @@ def test_export_needs_a_command_and_a_finished_stage(runs, tmp_path):
     pretrained.export_stage(grow, 'x', 0, str(tmp_path))
   with pytest.raises(pretrained.PretrainedError, match='plain file name'):
     pretrained.export_stage(grow, '../x', 0, str(tmp_path), command=COMMAND)
-  with pytest.raises(chain.ConfigError):
+  with pytest.raises(stages.ConfigError):
     pretrained.export_stage(grow, 'x', 7, str(tmp_path), command=COMMAND)
 
 
@@ -225,7 +226,7 @@ def test_a_shipped_classifier_installs_where_the_runs_look(tmp_path):
   assert pretrained.install_classifier(name, target) == target
   data = pretrained._classifier_data('fashion_mnist')  # pylint: disable=protected-access
   trained = []
-  handle = evaluation.load_or_train_classifier(
+  handle = classifier.load_or_train_classifier(
       data, classifier_config.get_config(), target,
       log_fn=trained.append)
   assert trained and trained[0].startswith('Restored')

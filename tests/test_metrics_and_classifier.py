@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from configs import classifier as classifier_config
-from jacdistill import evaluation
+from jacdistill import classifier
+from jacdistill import metrics
 from jacdistill import input_pipeline
 
 NUM_CLASSES = 10
@@ -44,15 +45,15 @@ def test_psnr_golden():
   # Mean: 18.49485 dB.
   x = np.zeros((2, 1, 2, 1), np.float32)
   x_hat = np.array([[0.1, 0.1], [0.0, 0.2]], np.float32).reshape(2, 1, 2, 1)
-  np.testing.assert_allclose(evaluation.psnr(x, x_hat, 1.0), 18.49485,
+  np.testing.assert_allclose(metrics.psnr(x, x_hat, 1.0), 18.49485,
                              rtol=1e-5)
   # Doubling the range adds 20 log10(2) = 6.02060 dB.
-  np.testing.assert_allclose(evaluation.psnr(x, x_hat, 2.0), 24.51545,
+  np.testing.assert_allclose(metrics.psnr(x, x_hat, 2.0), 24.51545,
                              rtol=1e-5)
-  np.testing.assert_allclose(jax.jit(evaluation.psnr)(x, x_hat, 1.0),
+  np.testing.assert_allclose(jax.jit(metrics.psnr)(x, x_hat, 1.0),
                              18.49485, rtol=1e-5)
   # The per-image form the chains record: the same mean of per-image PSNRs.
-  rec = evaluation.reconstruction_scores(np.array([0.01, 0.02]))
+  rec = metrics.reconstruction_scores(np.array([0.01, 0.02]))
   assert rec['mse'] == pytest.approx(0.015, rel=1e-12)
   assert rec['psnr'] == pytest.approx(18.49485, rel=1e-6)
 
@@ -73,7 +74,7 @@ def test_swap_scores_golden():
   # swap_acc_gt = 2/3. rec_class_acc: (0==0, 1==1, 2!=1, 2==2) = 3/4.
   expected = {'swap_acc': 1 / 3, 'swap_keep': 1 / 3, 'swap_acc_gt': 2 / 3,
               'rec_class_acc': 0.75, 'num_pairs': 3, 'num_pairs_gt': 3}
-  for fn in (evaluation.swap_scores, jax.jit(evaluation.swap_scores)):
+  for fn in (metrics.swap_scores, jax.jit(metrics.swap_scores)):
     scores = fn(pred_rec, pred_swap, perm, labels)
     assert set(scores) == set(expected)
     for name, value in expected.items():
@@ -82,7 +83,7 @@ def test_swap_scores_golden():
 
 def test_swap_scores_no_counted_pair_is_nan():
   same = np.array([3, 3, 3])
-  scores = evaluation.swap_scores(same, same, np.array([2, 0, 1]), same)
+  scores = metrics.swap_scores(same, same, np.array([2, 0, 1]), same)
   assert int(scores['num_pairs']) == 0 and int(scores['num_pairs_gt']) == 0
   assert np.isnan(scores['swap_acc']) and np.isnan(scores['swap_acc_gt'])
   assert float(scores['rec_class_acc']) == 1.0
@@ -112,7 +113,7 @@ def _split():
 
 def test_decoder_ignoring_swapped_dims_scores_zero(split):
   images, labels = split
-  scores = evaluation.evaluate_autoencoder(
+  scores = metrics.evaluate_autoencoder(
       jax.jit(_mean_code), _constant_decoder(1), images, labels,
       _template_logits, factor_dims=1, value_range='01', num_permutations=3,
       batch_size=16)
@@ -125,7 +126,7 @@ def test_decoder_ignoring_swapped_dims_scores_zero(split):
 
 def test_decoder_of_swapped_dims_only_scores_one(split):
   images, labels = split
-  scores = evaluation.evaluate_autoencoder(
+  scores = metrics.evaluate_autoencoder(
       jax.jit(_mean_code), _constant_decoder(0), images, labels,
       _template_logits, factor_dims=1, value_range='01', num_permutations=3,
       batch_size=16)
@@ -154,13 +155,13 @@ def test_identity_like_autoencoder(split):
     calls.append(images01.shape)
     return _template_logits(images01)
 
-  scores = evaluation.evaluate_autoencoder(
+  scores = metrics.evaluate_autoencoder(
       encode, decode, images, labels, logits, factor_dims=16,
       value_range='-11', num_permutations=4, seed=3, batch_size=25)
   x_hat01 = (np.asarray(decode(encode(input_pipeline.to_float(
       images, '-11')))) + 1) / 2
-  rec = evaluation.reconstruction_scores(
-      evaluation.mse_per_image(x01, x_hat01))
+  rec = metrics.reconstruction_scores(
+      metrics.mse_per_image(x01, x_hat01))
   np.testing.assert_allclose(rec['mse'], per_image.mean(), rtol=1e-5)
   np.testing.assert_allclose(rec['psnr'], expected_psnr, rtol=1e-5)
   assert scores['swap_acc'] == 1.0 and scores['swap_acc_std'] == 0.0
@@ -206,7 +207,7 @@ def test_evaluate_matches_direct_computation():
     accs.append(np.mean(pred_swap[counted] == pred_rec[perm][counted]))
     keeps.append(np.mean(pred_swap[counted] == pred_rec[counted]))
   for batch_size in (37, 10):
-    scores = evaluation.evaluate_autoencoder(
+    scores = metrics.evaluate_autoencoder(
         encode, decode, images, labels, logits, factor_dims=k0,
         value_range='01', num_permutations=3, seed=7, batch_size=batch_size)
     np.testing.assert_allclose(scores['swap_acc'], np.mean(accs), rtol=1e-6)
@@ -220,7 +221,7 @@ def test_evaluate_matches_direct_computation():
 def test_evaluate_rejects_bad_factor_dims(split):
   images, labels = split
   with pytest.raises(ValueError, match='factor_dims=3'):
-    evaluation.evaluate_autoencoder(
+    metrics.evaluate_autoencoder(
         jax.jit(_mean_code), _constant_decoder(0), images, labels,
         _template_logits, factor_dims=3, value_range='01')
 
@@ -229,7 +230,7 @@ def test_evaluate_rejects_bad_factor_dims(split):
 
 
 def test_classifier_dropout_only_in_training():
-  model = evaluation.Classifier(num_classes=3, widths=(4, 8), hidden=16,
+  model = classifier.Classifier(num_classes=3, widths=(4, 8), hidden=16,
                                 dropout=0.5)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(2, 8, 8, 1)), jnp.float32)
@@ -248,9 +249,9 @@ def test_classifier_dropout_only_in_training():
 
 def test_default_dir_uses_cache_env(monkeypatch, tmp_path):
   monkeypatch.setenv('JACDISTILL_CACHE', str(tmp_path))
-  assert evaluation.default_classifier_dir(_data_config(0)) == str(
+  assert classifier.default_classifier_dir(_data_config(0)) == str(
       tmp_path / 'classifiers' / 'fashion_mnist_full')
-  assert evaluation.default_classifier_dir(_data_config(2000)) == str(
+  assert classifier.default_classifier_dir(_data_config(2000)) == str(
       tmp_path / 'classifiers' / 'fashion_mnist_2000')
 
 
@@ -263,7 +264,7 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   directory = str(tmp_path / 'clf')
 
   messages = []
-  first = evaluation.load_or_train_classifier(data, clf, directory,
+  first = classifier.load_or_train_classifier(data, clf, directory,
                                               log_fn=messages.append)
   assert any('training' in m for m in messages)
   # One epoch on 2000 images is far from converged but well above chance.
@@ -273,9 +274,9 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   def no_training(*args, **kwargs):
     raise AssertionError('the second call retrained the classifier')
 
-  monkeypatch.setattr(evaluation, 'train_classifier', no_training)
+  monkeypatch.setattr(classifier, 'train_classifier', no_training)
   messages.clear()
-  second = evaluation.load_or_train_classifier(data, clf, directory,
+  second = classifier.load_or_train_classifier(data, clf, directory,
                                                log_fn=messages.append)
   assert any('Restored' in m for m in messages)
   assert second.test_accuracy == first.test_accuracy
@@ -290,7 +291,7 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
 
   # The handle plugs into evaluate_autoencoder: with an exact autoencoder the
   # reconstructions are classified as the test images themselves.
-  scores = evaluation.evaluate_autoencoder(
+  scores = metrics.evaluate_autoencoder(
       jax.jit(lambda x: x.reshape(x.shape[0], -1)),
       jax.jit(lambda c: c.reshape(c.shape[0], 28, 28, 1)),
       test.images[:300], test.labels[:300], second.logits, factor_dims=784,
@@ -302,8 +303,8 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   assert scores['swap_acc'] == 1.0
 
   clf.hidden = 64
-  with pytest.raises(evaluation.ClassifierError, match='another directory'):
-    evaluation.load_or_train_classifier(data, clf, directory)
+  with pytest.raises(classifier.ClassifierError, match='another directory'):
+    classifier.load_or_train_classifier(data, clf, directory)
 
 
 @pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)),
@@ -318,7 +319,7 @@ def test_classifier_trains_through_tfds_on_mock_data(name, shape, tmp_path):
   clf.epochs = 1
   clf.batch_size = 16
   with tfds.testing.mock_data(num_examples=64):
-    handle = evaluation.load_or_train_classifier(data, clf, str(tmp_path))
+    handle = classifier.load_or_train_classifier(data, clf, str(tmp_path))
   assert 0.0 <= handle.test_accuracy <= 1.0
   assert handle.num_classes == 10
   logits = handle.logits(np.zeros((2, *shape), np.float32))

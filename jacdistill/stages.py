@@ -1,0 +1,426 @@
+"""The life of one stage, shared by both chains: build or grow, open, train
+with progress, fingerprint, evaluate, record, close.
+
+A chain (`chain.py`, `attr_chain.py`) describes each of its stages as a
+`Stage` and calls `run`; what differs between the chains (which model,
+which teacher, how a finished stage is scored, what its summary entry
+names) is passed in, never borrowed.
+
+Resume policy: a stage whose final checkpoint exists is never retrained; a
+stage with an intermediate checkpoint continues from it; a new stage starts
+from its parent by `growth.grow` (or from a fresh initialisation). Data
+order and every random key derive from (seed, stage, step), so a resumed run
+ends with the same parameters as an uninterrupted one. A checkpoint trained
+under another teacher is refused; an entry scored under other evaluation
+settings is scored again.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+from absl import logging
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from jacdistill import checkpoint
+from jacdistill import growth
+from jacdistill import models
+from jacdistill import parallel
+from jacdistill import train
+
+# Fields a workdir's run may change between invocations without becoming a
+# different run: extending the chain, logging, checkpoint cadence, scoring.
+RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
+                     'eval.')
+# Fields added after workdirs were made, with the value that does what those
+# runs did: absent from a workdir's config.json and at this value now is no
+# change.
+ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
+                'cycle_z': 0.0, 'validation': 0, 'steps': 0}
+
+
+class ConfigError(ValueError):
+  """A config (or workdir) the run cannot use; the message says the fix."""
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss term became NaN or Inf; the stage's saved checkpoints are kept."""
+
+
+class Preempted(RuntimeError):
+  """Training stopped on request after saving a checkpoint."""
+
+
+@dataclasses.dataclass
+class Hooks:
+  """How a caller watches and steers a run. All optional."""
+  should_stop: Callable[[], bool] = lambda: False
+  classifier: Any = None  # A classifier.ClassifierHandle, or None.
+
+
+@dataclasses.dataclass
+class Stage:
+  """What the stage loop needs to know of one stage.
+
+  Attributes:
+    index: position in the chain (seeds its batches and keys).
+    label: how logs name it, e.g. 'stage 3 (k=5)'.
+    dir: its directory (checkpoints, events, pictures).
+    model: the flax module it trains.
+    weights: its loss weights.
+    tx: its optimiser (made with `trainable`).
+    trainable: 'all' or 'decoder' (train.TRAINABLE).
+    keys: its random streams (train.stage_keys).
+    inputs: batch fields sent to the devices.
+  """
+  index: int
+  label: str
+  dir: str
+  model: nn.Module
+  weights: train.LossWeights
+  tx: optax.GradientTransformation
+  trainable: str
+  keys: train.StageKeys
+  inputs: tuple[str, ...] = ('image',)
+
+
+class StageWriter:
+  """A stage's clu metric writer, created on its first write.
+
+  A finished stage that a rerun only restores writes nothing, so it gets no
+  new (empty) TensorBoard events file. Process 0 writes events; the others
+  only log. clu's writers import TensorFlow (seconds of start-up), so a run
+  that stops before its first write (a config error, `--help`) never does.
+  """
+
+  def __init__(self, directory: str):
+    self._directory = directory
+    self._writer = None
+
+  def __getattr__(self, name):
+    if self._writer is None:
+      if name in ('flush', 'close'):
+        return lambda: None
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+      self._writer = metric_writers.create_default_writer(
+          self._directory, just_logging=jax.process_index() > 0)
+    return getattr(self._writer, name)
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Refuses a workdir that holds a run of a different config.
+
+  Only the fields in RESUMABLE_CHANGES may differ from `workdir/config.json`.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  a, b = _flat(old), _flat(json.loads(config.to_json()))
+
+  def added(k):
+    field = k.rsplit('.', 1)[-1]
+    return k not in a and field in ADDED_FIELDS and b[k] == ADDED_FIELDS[field]
+
+  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                and not k.startswith(RESUMABLE_CHANGES) and not added(k))
+  if diff:
+    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
+    raise ConfigError(
+        f'workdir {workdir} holds a run of a different config ({shown}); '
+        'use a new --workdir, or the same config to resume')
+
+
+def write_json(path: str, value: Any) -> None:
+  """Replaces `path` whole with `value` as JSON (never half written), from
+  process 0 only: every process holds the same value."""
+  if jax.process_index() != 0:
+    return
+  with open(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=2)
+  os.replace(path + '.tmp', path)
+
+
+def claim_workdir(config, workdir: str, num_train: int):
+  """Last checks before any compilation, then records the config in the
+  workdir (so a refused config never becomes the workdir's config).
+  Returns the data mesh."""
+  if config.train.batch_size > num_train:
+    raise ConfigError(f'train.batch_size={config.train.batch_size} exceeds the '
+                      f'{num_train} training examples')
+  mesh = parallel.data_mesh()
+  try:
+    parallel.check_batch_size(config.train.batch_size, mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  os.makedirs(workdir, exist_ok=True)
+  write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
+  return mesh
+
+
+def load_summary(workdir: str) -> dict:
+  """The workdir's summary.json, or an empty one."""
+  path = os.path.join(workdir, 'summary.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {'stages': []}
+
+
+def write_summary(workdir: str, summary: dict) -> None:
+  write_json(os.path.join(workdir, 'summary.json'), summary)
+
+
+def initial_variables(model: nn.Module, keys: train.StageKeys,
+                      parent: Optional[Any] = None, init: str = 'zero'):
+  """A fresh initialisation of `model`, or `parent`'s variables grown into
+  it (`growth.grow` with `init`)."""
+  if parent is None:
+    return jax.jit(model.init)(keys.init, models.example_input(model))
+  return growth.grow(parent, model, keys.growth, init=init)
+
+
+def _mean_metrics(history: list[dict]) -> dict[str, float]:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def _first_nonfinite(history: list[dict], first_step: int):
+  """(step, name) of the first non-finite metric in `history`, or None.
+
+  A NaN in one loss term reaches the total and the gradient norms in the same
+  step; the term is named in preference to them.
+  """
+  terms = [f.name for f in dataclasses.fields(train.LossWeights)]
+  blame = lambda name: (name not in terms, name != 'total', name)
+  for offset, metrics in enumerate(jax.device_get(history)):
+    for name in sorted(metrics, key=blame):
+      if not np.isfinite(metrics[name]):
+        return first_step + offset, name
+  return None
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def open_stage(stage: Stage, state, keep: int, total: int,
+               teacher_fingerprint: Optional[str]):
+  """The stage's checkpoints and where it stands: its newest readable
+  checkpoint, or `state` at step 0. Returns (ckpts, state, start, elapsed).
+
+  Raises:
+    ConfigError: the checkpoint was trained under another teacher.
+  """
+  ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
+                                 max_to_keep=keep)
+  restored = ckpts.restore_latest(state)
+  if not restored:
+    logging.info('%s: starting, %d steps, outputs in %s', stage.label, total,
+                 stage.dir)
+    return ckpts, state, 0, 0.0
+  state, record, start = restored
+  recorded = record.get('teacher_fingerprint', teacher_fingerprint)
+  if recorded != teacher_fingerprint:
+    ckpts.close()
+    raise ConfigError(
+        f'{stage.label}: the checkpoint in {ckpts.directory} was trained '
+        f'under another teacher (fingerprint {str(recorded)[:12]}, now '
+        f'{str(teacher_fingerprint)[:12]}); use a new --workdir, or move '
+        f'{stage.dir} away to retrain this stage')
+  logging.info('%s: resuming at step %d/%d from %s', stage.label, start,
+               total, ckpts.directory)
+  return ckpts, state, start, record.get('wall_time_s', 0.0)
+
+
+def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
+                start_step: int, total_steps: int, elapsed: float, batcher,
+                ckpts, writer, hooks: Hooks, mesh, record: dict):
+  """Runs steps [start_step, total_steps); returns (state, elapsed, last).
+
+  `teacher` is (model, variables) or None; `record` goes into every
+  checkpoint's JSON record beside the step and wall time; `last` holds the
+  last logged mean of every metric.
+  """
+  teacher_model, teacher_vars = teacher if teacher else (None, None)
+  state = parallel.replicate(state, mesh)
+  teacher_vars = parallel.replicate(teacher_vars, mesh)
+  step_fn = train.make_train_step(stage.model, teacher_model, stage.tx,
+                                  stage.weights, config.train.learning_rate,
+                                  trainable=stage.trainable)
+  history, last = [], {}
+  t_start = time.time()
+  t_progress, step_at_progress = t_start, start_step
+
+  def save(step):
+    ckpts.save(step, state, dict(record, step=step, wall_time_s=(
+        elapsed + time.time() - t_start)))
+
+  def flush(step):
+    """Checks and writes the metrics of the steps before `step`."""
+    nonlocal history, last
+    if not history:
+      return
+    bad = _first_nonfinite(history, step - len(history))
+    if bad:
+      saved = ckpts.steps()
+      kept = (f'the last good checkpoint (step {saved[-1]}) in '
+              f'{ckpts.directory} is kept' if saved else
+              'no checkpoint of this stage was saved yet')
+      raise NonFiniteLossError(
+          f'loss term {bad[1]!r} is not finite at step {bad[0]} of '
+          f'{stage.label}; training stopped, {kept}')
+    last = _mean_metrics(history)
+    writer.write_scalars(step, last)
+    history = []
+
+  for step in range(start_step, total_steps):
+    # Labels are not a training input; only `inputs` cross to the devices.
+    host = batcher.batch(step)
+    batch = parallel.shard_batch({k: host[k] for k in stage.inputs}, mesh)
+    state, metrics = step_fn(state, teacher_vars, batch, stage.keys.steps)
+    history.append(metrics)
+    done = step + 1
+    if done % config.log.every_steps == 0:
+      flush(done)
+    if done % config.checkpoint.every_steps == 0 or done == total_steps:
+      flush(done)
+      save(done)
+    now = time.time()
+    if now - t_progress >= config.log.progress_seconds or done == total_steps:
+      rate = (done - step_at_progress) / max(now - t_progress, 1e-9)
+      logging.info('%s step %d/%d  %.1f steps/s  ETA %s  loss %.5f',
+                   stage.label, done, total_steps, rate,
+                   _format_eta((total_steps - done) / max(rate, 1e-9)),
+                   last.get('total', float('nan')))
+      t_progress, step_at_progress = now, done
+    if hooks.should_stop() and done < total_steps:
+      flush(done)
+      save(done)
+      ckpts.wait()
+      raise Preempted(f'stopped at step {done} of {stage.label}; the '
+                      f'checkpoint is in {ckpts.directory}; re-run the same '
+                      'command to resume')
+  ckpts.wait()
+  return state, elapsed + time.time() - t_start, last
+
+
+def run(stage: Stage, config, variables, teacher: Optional[tuple], batcher,
+        total: int, hooks: Hooks, mesh, recorded: Optional[dict],
+        describe: dict, settings: dict,
+        evaluate: Callable[[Any, Any], dict]) -> tuple[Any, dict, bool]:
+  """One stage's whole life; returns (variables, entry, newly scored).
+
+  Args:
+    stage: the stage.
+    config: the run's config (train, log and checkpoint fields).
+    variables: its initial variables (`initial_variables`).
+    teacher: (model, variables) of its frozen teacher, or None.
+    batcher: `batch(step)` -> host batch dict.
+    total: its number of steps.
+    hooks: the run's hooks.
+    mesh: the data mesh.
+    recorded: its entry in the workdir's summary, or None.
+    describe: what its entry says of it besides the run's facts.
+    settings: what its scores depend on besides its parameters (split sizes,
+      protocol, classifier): an entry recorded under other settings, or for
+      other parameters, is scored again.
+    evaluate: `evaluate(variables, writer) -> scores` of a finished stage.
+  """
+  teacher_fp = None if teacher is None else checkpoint.fingerprint(teacher[1])
+  state = train.create_train_state(variables, stage.tx)
+  ckpts, state, start, elapsed = open_stage(
+      stage, state, config.checkpoint.keep, total, teacher_fp)
+  writer = StageWriter(stage.dir)
+  try:
+    last = {}
+    if start < total:
+      state, elapsed, last = train_stage(
+          stage, config, teacher, state, start, total, elapsed, batcher,
+          ckpts, writer, hooks, mesh,
+          {**describe, 'teacher_fingerprint': teacher_fp})
+    variables = parallel.local_copy(train.variables_of(state))
+    fp = checkpoint.fingerprint(variables)
+    if recorded is not None and (recorded.get('fingerprint'),
+                                 recorded.get('eval')) == (fp, settings):
+      logging.info('%s already complete; not retrained', stage.label)
+      return variables, recorded, False
+    entry = {**describe, 'teacher_fingerprint': teacher_fp, 'steps': total,
+             'wall_time_s': round(elapsed, 2), 'train_losses': last,
+             'fingerprint': fp, 'eval': settings}
+    entry.update(evaluate(variables, writer))
+    return variables, entry, True
+  finally:
+    writer.flush()
+    writer.close()
+    ckpts.close()
+
+
+def classifier_settings(hooks: Hooks) -> dict:
+  """The classifier's part of a stage's evaluation settings."""
+  if hooks.classifier is None:
+    return {}
+  return {'classifier': checkpoint.fingerprint(hooks.classifier.variables)}
+
+
+def chain_of(config) -> Optional[str]:
+  """'growth' or 'attribute': the config's `chain` field (configs written
+  before it existed: attribute chains are the ones with a stage_order)."""
+  if 'chain' in config:
+    return config['chain']
+  if 'stage_order' in config:
+    return 'attribute'
+  return 'growth' if 'growth' in config else None
+
+
+def read_config(workdir: str, chain: str) -> ml_collections.ConfigDict:
+  """The config.json of the run in `workdir`, which must be a run of the
+  chain `chain` ('growth' or 'attribute'; ConfigError if it has no config or
+  is of another chain)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'{workdir} has no config.json; pass the --workdir of '
+                      'a launch/main.py run')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if chain_of(config) != chain:
+    raise ConfigError(f'{workdir} holds a run of another kind (chain='
+                      f'{chain_of(config)!r}); pass the --workdir of a '
+                      f'{chain}-chain run')
+  return config
+
+
+def restore_stage(stage: Stage, where: str):
+  """The latest variables of a stage's checkpoints (ConfigError if none)."""
+  like = train.create_train_state(
+      initial_variables(stage.model, stage.keys), stage.tx)
+  directory = os.path.join(stage.dir, 'checkpoints')
+  restored = None
+  if os.path.isdir(directory):
+    ckpts = checkpoint.Checkpoints(directory)
+    try:
+      restored = ckpts.restore_latest(like)
+    finally:
+      ckpts.close()
+  if restored is None:
+    raise ConfigError(f'{where} has no checkpoint yet; run launch/main.py '
+                      'on it first')
+  return train.variables_of(restored[0])
