@@ -317,10 +317,13 @@ def evaluate_stage(stage: stages.Stage, config, variables,
   columns = [train.to_float(test_images[:m], VALUE_RANGE), decode(codes[:m])]
   columns += [decode(attributes.edit_codes(codes[:m], a, j, strength,
                                            one_hot=one_hot)) for j in range(a)]
-  grid = pictures.grid(np.stack([pictures.to_unit(c, VALUE_RANGE)
-                                 for c in columns], axis=1))
+  grid = pictures.labelled_grid(
+      np.stack([pictures.to_unit(c, VALUE_RANGE) for c in columns], axis=1),
+      column_titles=['input', 'reconstruction'] + [
+          f'{name}={strength:+g}' for name in cfg.data.attributes],
+      row_labels=[f'test {i}' for i in range(m)])
   if jax.process_index() == 0:
-    pictures.save_png(os.path.join(stage.dir, 'edits.png'), grid)
+    pictures.save_png(os.path.join(stage.dir, 'edits.png'), grid, scale=1)
   writer.write_images(0, {'edits': grid[None]})
   split = cfg.eval.split
   writer.write_scalars(0, {f'{split}/{k}': v for k, v in out.items()

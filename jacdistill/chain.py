@@ -171,19 +171,32 @@ def evaluate_stage(stage: stages.Stage, config, variables,
   originals = pictures.to_unit(train.to_float(test.images[:m], value_range),
                                value_range)
   recon = pictures.to_unit(decode(test_codes[:m]), value_range)
-  rec_grid = pictures.grid(np.stack([originals, recon]))
+  rec_grid = pictures.labelled_grid(
+      np.stack([originals, recon]), row_labels=['test image',
+                                                'reconstruction'])
   steps = config.eval.traversal_steps
   dim = test_codes.shape[1]
   trav = pictures.traversal_codes(test_codes[0], test_codes, steps)
   trav_images = pictures.to_unit(decode(trav.reshape(-1, dim)), value_range)
-  trav_grid = pictures.grid(trav_images.reshape(dim, steps,
-                                                *trav_images.shape[1:]))
+  trav_grid = pictures.labelled_grid(
+      trav_images.reshape(dim, steps, *trav_images.shape[1:]),
+      column_titles=traversal_titles(steps),
+      row_labels=[f'dim {j}' + (' (teacher)' if j < factor_dims else '')
+                  for j in range(dim)])
   if jax.process_index() == 0:
-    pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'), rec_grid)
-    pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid)
+    pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'),
+                      rec_grid, scale=1)
+    pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid,
+                      scale=1)
   writer.write_images(0, {'reconstructions': rec_grid[None],
                           'traversals': trav_grid[None]})
   return out
+
+
+def traversal_titles(steps: int) -> list[str]:
+  """Column heads of a traversal grid (`pictures.traversal_codes`): each
+  dim goes from its 2nd to its 98th test percentile."""
+  return ['p2'] + [''] * (steps - 2) + ['p98'] if steps > 1 else ['p2']
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

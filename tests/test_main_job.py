@@ -16,6 +16,7 @@ from configs import fashion_grow
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import input_pipeline
+from jacdistill import pictures
 from jacdistill import stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,10 +59,18 @@ def test_outputs_of_a_two_stage_run(straight_run):
     stage_dir = os.path.join(workdir, f'stage_{index:02d}')
     rec = Image.open(os.path.join(stage_dir, 'reconstructions.png'))
     trav = Image.open(os.path.join(stage_dir, 'traversals.png'))
-    # Two rows (originals, reconstructions) of 16; k rows of 9 traversal steps;
-    # tiles of 28 px plus 1 px padding, enlarged twice.
-    assert rec.size == (2 * (16 * 29 + 1), 2 * (2 * 29 + 1))
-    assert trav.size == (2 * (9 * 29 + 1), 2 * (k * 29 + 1))
+    # Two labelled rows (originals, reconstructions) of 16; k labelled rows
+    # (dim j, the first two the teacher's) of 9 traversal steps, p2 to p98.
+    tiles = lambda r, c: np.zeros((r, c, 28, 28, 1))
+    want_rec = pictures.labelled_grid(
+        tiles(2, 16), row_labels=['test image', 'reconstruction'])
+    want_trav = pictures.labelled_grid(
+        tiles(k, 9), column_titles=chain.traversal_titles(9),
+        row_labels=[f'dim {j}' + (' (teacher)' if j < 2 else '')
+                    for j in range(k)])
+    assert rec.size == want_rec.shape[1::-1]
+    assert trav.size == want_trav.shape[1::-1]
+    assert rec.height > 2 * 28 * 2  # Tiles enlarged to a readable size.
     assert glob.glob(os.path.join(stage_dir, 'events.out.tfevents.*'))
     assert os.listdir(os.path.join(stage_dir, 'checkpoints'))
   tags = _event_tags(os.path.join(workdir, 'stage_01'))
