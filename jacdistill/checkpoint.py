@@ -9,7 +9,12 @@ but does not fit the model (another config or code version) is refused, not
 skipped: every older one would not fit either.
 """
 
+import errno
+import gc
 import hashlib
+import logging as std_logging
+import os
+import sys
 from typing import Any, Optional
 
 from absl import logging
@@ -22,6 +27,46 @@ from jacdistill import paths
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a stage can be used; the message names the directory."""
+
+
+class DiskFullError(CheckpointError):
+  """A write failed for want of space; what was complete before is kept.
+
+  `str()` names the disk by the directory written to, or by the run's workdir
+  once `held_by(workdir)` has been called.
+  """
+
+  def __init__(self, path: str, what: str, kept: str):
+    super().__init__(path, what, kept)
+    self.path, self.what, self.kept = path, what, kept
+    self.holder = os.path.dirname(path)
+
+  def held_by(self, workdir: str) -> 'DiskFullError':
+    self.holder = workdir
+    return self
+
+  def __str__(self):
+    return (f'the disk holding {self.holder} is full (No space left on device '
+            f'while {self.what}); {self.kept}; free space and run the same '
+            'command again to resume')
+
+
+_NO_SPACE = ('No space left on device', "os_error_code='28'")
+
+
+def is_disk_full(e: BaseException) -> bool:
+  """Whether `e` or an exception it wraps is ENOSPC. Orbax and tensorstore
+  turn it into a ValueError('RESOURCE_EXHAUSTED: ... No space left on device
+  [os_error_code='28']'), so the messages are read too."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    if any(s in str(e) for s in _NO_SPACE):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def _path(keys) -> str:
@@ -47,6 +92,47 @@ def _differences(stored: Any, like: Any) -> list[str]:
   return out
 
 
+def _quiet_disk_full(record) -> bool:
+  """A logging filter: orbax's logs of a save that ran out of space keep
+  their first line but lose their traceback (the DiskFullError says it), and
+  asyncio's 'exception was never retrieved' of the writes orbax abandoned
+  then, logged as Python exits after the `error:` line, are dropped."""
+  e = record.exc_info[1] if record.exc_info else None
+  if e is None or not is_disk_full(e):
+    return True
+  if record.name == 'asyncio':
+    return False
+  record.exc_info, record.exc_text = None, None
+  return True
+
+
+def _quiet_closed_loop(previous):
+  """An unraisable hook: when a save fails, orbax closes its event loop while
+  tensorstore still has writes in flight, and each reports that the loop is
+  closed. Those go; everything else goes on to `previous`."""
+  def hook(unraisable):
+    tb = unraisable.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+      tb = tb.tb_next
+    if (isinstance(unraisable.exc_value, RuntimeError) and
+        str(unraisable.exc_value) == 'Event loop is closed' and
+        tb is not None and tb.tb_frame.f_code.co_name in (
+            '_check_closed', 'call_soon_threadsafe')):
+      return
+    previous(unraisable)
+  hook.quiet_closed_loop = True
+  return hook
+
+
+def _quiet_save_failures() -> None:
+  for name in ('absl', 'asyncio'):
+    logger = std_logging.getLogger(name)
+    if _quiet_disk_full not in logger.filters:
+      logger.addFilter(_quiet_disk_full)
+  if not getattr(sys.unraisablehook, 'quiet_closed_loop', False):
+    sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+
+
 class Checkpoints:
   """The checkpoints of one stage directory."""
 
@@ -55,6 +141,7 @@ class Checkpoints:
     # Orbax reads and writes absolute paths only (a relative one fails every
     # read with a ValueError that looks like a corrupt checkpoint).
     self.directory = paths.absolute(directory)
+    _quiet_save_failures()
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -62,6 +149,50 @@ class Checkpoints:
             enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'record': ocp.JsonCheckpointHandler()})
+    self._pending = None  # The step of a save that may still be committing.
+    self._closed = False
+
+  def _complete_steps(self) -> list[int]:
+    # From the directory, not orbax's cache: a failed save leaves only its
+    # temporary directory (`<step>.orbax-checkpoint-tmp`).
+    try:
+      return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+    except OSError:
+      return []
+
+  def _disk_full(self, step: int, e: BaseException) -> DiskFullError:
+    """Stops the manager after a save of `step` ran out of space (waiting
+    for its threads, so none is left to fail at interpreter exit) and returns
+    the error to raise."""
+    self._abandon()
+    done = [s for s in self._complete_steps() if s != step]
+    kept = (f'the last complete checkpoint (step {done[-1]}) is kept' if done
+            else 'no checkpoint of this stage was complete yet')
+    error = DiskFullError(self.directory,
+                          f'saving checkpoint {self.directory}/{step}', kept)
+    error.__cause__ = e
+    return error
+
+  def _abandon(self) -> None:
+    self._closed = True
+    self._pending = None
+    for stop in (self._manager.wait_until_finished, self._manager.close):
+      try:
+        stop()
+      except Exception:  # pylint: disable=broad-except
+        pass  # The failure being reported already.
+    # The writes orbax gave up on are coroutines of its closed event loop;
+    # collected now, their clean-up runs while Python can still import.
+    gc.collect()
+
+  def _wait_pending(self) -> None:
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if self._pending is not None and is_disk_full(e):
+        raise self._disk_full(self._pending, e) from e
+      raise
+    self._pending = None
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -73,11 +204,19 @@ class Checkpoints:
       # saved step again; what it trained since replaces what could not be read.
       logging.warning('replacing the unreadable checkpoint %s/%d',
                       self.directory, step)
-      self._manager.wait_until_finished()
+      self._wait_pending()
       self._manager.delete(step)
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
-                       force=True)
+    # A previous save's failure (it commits in the background) is its own.
+    self._wait_pending()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          record=ocp.args.JsonSave(record)), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      if is_disk_full(e):
+        raise self._disk_full(step, e) from e
+      raise
+    self._pending = step
 
   def restore_latest(self, like: Any) -> Optional[tuple[Any, dict, int]]:
     """Restores the newest readable checkpoint into the structure of `like`.
@@ -135,10 +274,22 @@ class Checkpoints:
         f'{advice}')
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for the last save to be committed.
+
+    Raises:
+      DiskFullError: it ran out of space (the manager is then closed).
+    """
+    self._wait_pending()
 
   def close(self) -> None:
-    self._manager.close()
+    if self._closed:
+      return
+    try:
+      self._wait_pending()
+    finally:
+      if not self._closed:  # A DiskFullError has closed it already.
+        self._closed = True
+        self._manager.close()
 
 
 def fingerprint(tree: Any) -> str:

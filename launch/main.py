@@ -81,6 +81,8 @@ def main(argv):
       hooks.classifier = classifier.load_or_train_classifier(
           config.data, configs.classifier_config(config.data.name), clf_dir)
     summary = runner.train_and_evaluate(config, workdir, hooks)
+  except checkpoint.DiskFullError as e:
+    sys.exit(f'error: {e.held_by(workdir)}')
   except (stages.ConfigError, stages.NonFiniteLossError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
