@@ -28,7 +28,7 @@ mock data, for tests.
 import ml_collections
 
 from configs import _attr_common as common
-from jacdistill import input_pipeline
+from jacdistill import celeba
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -37,12 +37,12 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds init, data order and flips, and the swap permutations.
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'celeb_a'  # Streamed from tfds (input_pipeline.celeb_a_dataset).
+  c.data.name = 'celeb_a'  # Streamed from tfds (celeba.celeb_a_dataset).
   c.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir holding celeb_a/; None = default.
   c.data.image_size = 64  # 178x178 crops resized to this (a power of two >= 8).
   # Attribute names, in code order; any subset of
-  # input_pipeline.CELEB_A_ATTRIBUTES (set model.num_attributes to match).
-  c.data.attributes = input_pipeline.CELEB_A_ATTRIBUTES
+  # celeba.CELEB_A_ATTRIBUTES (set model.num_attributes to match).
+  c.data.attributes = celeba.CELEB_A_ATTRIBUTES
 
   c.model = ml_collections.ConfigDict()
   c.model.num_attributes = 40  # A = len(data.attributes).

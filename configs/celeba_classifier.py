@@ -1,7 +1,7 @@
 """The external CelebA attribute classifier that scores flip accuracy.
 
 A multi-label CNN (one sigmoid logit per attribute, all 40 of
-input_pipeline.CELEB_A_ATTRIBUTES) trained once on the celeb_a train stream
+celeba.CELEB_A_ATTRIBUTES) trained once on the celeb_a train stream
 and cached like the class classifiers (see
 `jacdistill.classifier.train_attribute_classifier` and
 `load_or_train_classifier`); it judges every CelebA chain, whatever the

@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from jacdistill import attributes
+from jacdistill import celeba
 from jacdistill import input_pipeline
 from jacdistill import metrics
 from jacdistill import models
@@ -42,7 +43,7 @@ ConfigError = stages.ConfigError
 Hooks = stages.Hooks
 VALUE_RANGE = '-11'  # The Fader decoder ends in tanh.
 # In memory (classes as one-hot attributes), or streamed (CelebA).
-DATASETS = input_pipeline.IN_MEMORY_DATASETS + (input_pipeline.CELEB_A,)
+DATASETS = input_pipeline.IN_MEMORY_DATASETS + (celeba.CELEB_A,)
 
 
 def validate(config) -> list[str]:
@@ -132,18 +133,18 @@ def _validate_data(config) -> None:
   if int(size) != size or size < 8 or int(size) & (int(size) - 1):
     raise ConfigError(f'data.image_size={size} must be a power of two >= 8 '
                       '(e.g. 64, 128 or 256)')
-  if data.name == input_pipeline.CELEB_A:
+  if data.name == celeba.CELEB_A:
     try:
-      input_pipeline.celeb_a_attribute_names(data)
+      celeba.celeb_a_attribute_names(data)
     except ValueError as e:
       raise ConfigError(f'data.attributes: {e}') from e
     if not data.attributes:
       raise ConfigError('data.attributes is empty; name the CelebA attributes '
-                        'to model (input_pipeline.CELEB_A_ATTRIBUTES)')
+                        'to model (celeba.CELEB_A_ATTRIBUTES)')
     if config.model.image_channels != 3:
       raise ConfigError(f'model.image_channels={config.model.image_channels} '
                         'but CelebA images are RGB; set it to 3')
-  splits = (('validation', 'test') if data.name == input_pipeline.CELEB_A
+  splits = (('validation', 'test') if data.name == celeba.CELEB_A
             or data.get('validation', 0) else ('test',))
   if config.eval.split not in splits:
     raise ConfigError(f'eval.split={config.eval.split!r} is not one of '
@@ -229,12 +230,12 @@ class _Data:
 
   def __init__(self, config):
     self._config = config
-    self._streamed = config.data.name == input_pipeline.CELEB_A
+    self._streamed = config.data.name == celeba.CELEB_A
     n = config.eval.test_examples
     if self._streamed:
-      self.num_train = input_pipeline.celeb_a_num_examples(config.data,
+      self.num_train = celeba.celeb_a_num_examples(config.data,
                                                            'train')
-      self.test_images = input_pipeline.celeb_a_arrays(
+      self.test_images = celeba.celeb_a_arrays(
           config.data, config.eval.split, n)['image']
     else:
       self._train = load_split(config, 'train')
@@ -250,7 +251,7 @@ class _Data:
                 process_index=jax.process_index(),
                 process_count=jax.process_count())
     if self._streamed:
-      return input_pipeline.CelebABatcher(
+      return celeba.CelebABatcher(
           cfg.data, shuffle_buffer=cfg.train.shuffle_buffer, **args)
     return _AttributeBatcher(input_pipeline.Batcher(self._train, **args),
                              cfg.model.num_attributes)
@@ -264,7 +265,7 @@ def _flip_predictor(config, handle) -> Callable:
     ConfigError: a CelebA run given a classifier without attribute logits,
       or without one of the run's attributes.
   """
-  if config.data.name != input_pipeline.CELEB_A:
+  if config.data.name != celeba.CELEB_A:
     # The classifier sees the unpadded size it was trained on.
     return attributes.class_predictor(
         handle.logits, VALUE_RANGE,

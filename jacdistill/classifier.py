@@ -28,13 +28,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from jacdistill import celeba
 from jacdistill import input_pipeline
 from jacdistill import metrics
 from jacdistill import paths
 
 # Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
 NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
-               input_pipeline.CELEB_A: len(input_pipeline.CELEB_A_ATTRIBUTES)}
+               celeba.CELEB_A: len(celeba.CELEB_A_ATTRIBUTES)}
 CHECKPOINT_SUBDIR = 'variables'
 # Written last, so its presence marks a finished classifier directory.
 RECORD_FILE = 'classifier.json'
@@ -146,7 +147,7 @@ def classifier_image_shape(data_config: Any, clf_config: Any
                            ) -> tuple[int, int, int]:
   """(H, W, C) of the classifier's images: the dataset's native shape, or
   for CelebA `clf_config.image_size` square."""
-  if data_config.name == input_pipeline.CELEB_A:
+  if data_config.name == celeba.CELEB_A:
     _check_attribute_clf_config(clf_config)
     size = int(clf_config.image_size)
     return (size, size, 3)
@@ -317,8 +318,8 @@ def _attribute_data_config(data_config: Any, clf_config: Any) -> Any:
   `clf_config.image_size`, from `data_config`'s tfds data_dir. The chain's
   own image size and attribute subset do not change the classifier."""
   return types.SimpleNamespace(
-      name=input_pipeline.CELEB_A, image_size=int(clf_config.image_size),
-      attributes=input_pipeline.CELEB_A_ATTRIBUTES,
+      name=celeba.CELEB_A, image_size=int(clf_config.image_size),
+      attributes=celeba.CELEB_A_ATTRIBUTES,
       tfds_data_dir=getattr(data_config, 'tfds_data_dir', None) or None)
 
 
@@ -330,7 +331,7 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
   One logit per attribute of CELEB_A_ATTRIBUTES (all 40, whatever
   `data_config.attributes`), attribute a present iff logit a > 0. Images of
   `clf_config.image_size` from the training stream
-  (`input_pipeline.CelebABatcher`: shuffled, flipped, a function of
+  (`celeba.CelebABatcher`: shuffled, flipped, a function of
   `clf_config.seed`), mapped to [0, 1]; loss the sigmoid cross-entropy
   averaged over images and attributes; Adam with a cosine decay over
   `clf_config.steps` steps. On the first `clf_config.test_examples` test
@@ -357,7 +358,7 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
   data = _attribute_data_config(data_config, clf_config)
   model = make_classifier(data, clf_config)
   num_steps = int(clf_config.steps)
-  batcher = input_pipeline.CelebABatcher(data, int(clf_config.batch_size),
+  batcher = celeba.CelebABatcher(data, int(clf_config.batch_size),
                                          int(clf_config.seed))
   params, opt_state, step = _start_training(
       model, clf_config, num_steps, (data.image_size, data.image_size, 3),
@@ -380,7 +381,7 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
   variables = {'params': params}
 
   hits, count = np.zeros(model.num_classes), 0
-  for batch in input_pipeline.celeb_a_dataset(
+  for batch in celeba.celeb_a_dataset(
       data, 'test', batch_size=_EVAL_BATCH, seed=0, train=False,
       limit=int(clf_config.test_examples), drop_remainder=False):
     m = batch['image'].shape[0]
@@ -503,11 +504,11 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   log(f'No finished classifier in {directory}; training one.')
   start_time = time.time()
   extra = {}
-  if data_config.name == input_pipeline.CELEB_A:
+  if data_config.name == celeba.CELEB_A:
     variables, accuracy = train_attribute_classifier(data_config, clf_config,
                                                      log_fn)
     test_accuracy = float(np.mean(accuracy))
-    extra = {'attributes': list(input_pipeline.CELEB_A_ATTRIBUTES),
+    extra = {'attributes': list(celeba.CELEB_A_ATTRIBUTES),
              'attribute_accuracy': [float(a) for a in accuracy]}
   else:
     variables, test_accuracy = train_classifier(data_config, clf_config,

@@ -20,17 +20,17 @@ import configs
 from configs import celeba_attr
 from jacdistill import attr_chain
 from jacdistill import attributes
+from jacdistill import celeba
 from jacdistill import classifier
-from jacdistill import input_pipeline as ip
 from jacdistill import stages
 
-A = len(ip.CELEB_A_ATTRIBUTES)
+A = len(celeba.CELEB_A_ATTRIBUTES)
 
 
 def _data(tmp_path, **overrides):
   config = ml_collections.ConfigDict(dict(
       name='celeb_a', tfds_data_dir=str(tmp_path), image_size=8,
-      attributes=ip.CELEB_A_ATTRIBUTES))
+      attributes=celeba.CELEB_A_ATTRIBUTES))
   config.update(overrides)
   return config
 
@@ -43,21 +43,21 @@ def _assert_same(a, b):
 def test_stream_reopened_at_a_step_gives_the_consecutive_batches(tmp_path):
   data = _data(tmp_path)
   with tfds.testing.mock_data(num_examples=10):
-    straight = ip.CelebABatcher(data, 4, seed=3)
+    straight = celeba.CelebABatcher(data, 4, seed=3)
     # 6 batches of 4 from 10 examples: the stream repeats, reshuffled.
     batches = [straight.batch(s) for s in range(6)]
     assert straight.opened == 1 and straight.steps_per_epoch == 2
-    resumed = ip.CelebABatcher(data, 4, seed=3)
+    resumed = celeba.CelebABatcher(data, 4, seed=3)
     for s in (4, 5, 2):  # A resume at 4, then a jump back.
       _assert_same(resumed.batch(s), batches[s])
     assert resumed.opened == 2
     # Two processes' slices make up the global batch.
-    halves = [ip.CelebABatcher(data, 4, seed=3, process_index=i,
+    halves = [celeba.CelebABatcher(data, 4, seed=3, process_index=i,
                                process_count=2).batch(3) for i in (0, 1)]
-    other = ip.CelebABatcher(data, 4, seed=4)
+    other = celeba.CelebABatcher(data, 4, seed=4)
     other_seed = [other.batch(s) for s in (0, 1)]
-    arrays = ip.celeb_a_arrays(data, 'test', limit=7)
-    test_stream = list(ip.celeb_a_dataset(data, 'test', batch_size=5, seed=0,
+    arrays = celeba.celeb_a_arrays(data, 'test', limit=7)
+    test_stream = list(celeba.celeb_a_dataset(data, 'test', batch_size=5, seed=0,
                                           train=False))
   _assert_same({k: np.concatenate([h[k] for h in halves]) for k in halves[0]},
                batches[3])
@@ -143,7 +143,7 @@ def celeba_run(tmp_path_factory):
   variables = clf.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)),
                        train=False)
   hooks = stages.Hooks(classifier=classifier.ClassifierHandle(
-      clf, variables, 0.75, attributes=ip.CELEB_A_ATTRIBUTES,
+      clf, variables, 0.75, attributes=celeba.CELEB_A_ATTRIBUTES,
       attribute_accuracy=(0.75,) * A, image_size=4))
   workdir = str(tmp_path_factory.mktemp('celeba'))
   with tfds.testing.mock_data(num_examples=10):
@@ -214,7 +214,7 @@ def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
     messages.clear()
     second = classifier_cli.load_or_train(run, messages.append)
   assert any('Restored' in m for m in messages)
-  assert first.attributes == second.attributes == ip.CELEB_A_ATTRIBUTES
+  assert first.attributes == second.attributes == celeba.CELEB_A_ATTRIBUTES
   assert len(first.attribute_accuracy) == A
   assert all(0.0 <= a <= 1.0 for a in first.attribute_accuracy)
   assert first.test_accuracy == pytest.approx(np.mean(first.attribute_accuracy))
@@ -225,5 +225,5 @@ def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
   np.testing.assert_array_equal(first.logits(x), second.logits(x))
   with open(tmp_path / 'clf' / classifier.RECORD_FILE) as f:
     record = json.load(f)
-  assert record['attributes'] == list(ip.CELEB_A_ATTRIBUTES)
+  assert record['attributes'] == list(celeba.CELEB_A_ATTRIBUTES)
   assert record['config']['image_size'] == 8

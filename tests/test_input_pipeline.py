@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from jacdistill import celeba
 from jacdistill import input_pipeline as ip
 
 FASHION_DIR = ip.DEFAULT_IDX_DIR
@@ -343,13 +344,13 @@ def celeb_a_batches(tmp_path, num_examples=8, **kwargs):
                        attributes=kwargs.pop('attributes', []),
                        image_size=kwargs.pop('image_size', 64))
   with tfds.testing.mock_data(num_examples=num_examples):
-    return list(ip.celeb_a_dataset(config, **kwargs))
+    return list(celeba.celeb_a_dataset(config, **kwargs))
 
 
 def test_celeb_a_attribute_names_match_tfds():
   features = tfds.builder('celeb_a').info.features['attributes']
-  assert tuple(features.keys()) == ip.CELEB_A_ATTRIBUTES
-  assert len(ip.CELEB_A_ATTRIBUTES) == 40
+  assert tuple(features.keys()) == celeba.CELEB_A_ATTRIBUTES
+  assert len(celeba.CELEB_A_ATTRIBUTES) == 40
 
 
 def test_celeb_a_eval_shapes_ranges_and_attribute_order(tmp_path):
@@ -368,7 +369,7 @@ def test_celeb_a_eval_shapes_ranges_and_attribute_order(tmp_path):
   subset = celeb_a_batches(tmp_path, split='validation', batch_size=3, seed=0,
                            train=False, attributes=wanted, image_size=32)
   assert subset[0]['image'].shape == (3, 32, 32, 3)
-  columns = [ip.CELEB_A_ATTRIBUTES.index(a) for a in wanted]
+  columns = [celeba.CELEB_A_ATTRIBUTES.index(a) for a in wanted]
   np.testing.assert_array_equal(
       np.concatenate([b['attributes'] for b in subset]),
       everything[:, columns])
@@ -378,7 +379,7 @@ def test_celeb_a_train_is_seeded_and_repeats(tmp_path):
   def first_batches(seed):
     config = data_config(tfds_data_dir=str(tmp_path), image_size=16)
     with tfds.testing.mock_data(num_examples=6):
-      stream = iter(ip.celeb_a_dataset(config, 'train', batch_size=4,
+      stream = iter(celeba.celeb_a_dataset(config, 'train', batch_size=4,
                                        seed=seed, train=True))
       # 6 examples, batches of 4: a third batch exists only if it repeats.
       return [next(stream) for _ in range(3)]
@@ -392,10 +393,10 @@ def test_celeb_a_train_is_seeded_and_repeats(tmp_path):
 def test_celeb_a_flip_is_applied_in_train(tmp_path):
   config = data_config(tfds_data_dir=str(tmp_path), image_size=16)
   with tfds.testing.mock_data(num_examples=8):
-    eval_images = next(iter(ip.celeb_a_dataset(
+    eval_images = next(iter(celeba.celeb_a_dataset(
         config, 'test', batch_size=8, seed=0, train=False)))['image']
     # A buffer of 1 keeps the order, so only flips can differ.
-    train_images = next(iter(ip.celeb_a_dataset(
+    train_images = next(iter(celeba.celeb_a_dataset(
         config, 'test', batch_size=8, seed=0, train=True,
         shuffle_buffer=1)))['image']
   flipped = [np.allclose(t, e[:, ::-1]) and not np.allclose(t, e)
@@ -410,15 +411,15 @@ def test_celeb_a_unknown_attribute_raises(tmp_path):
   config = data_config(tfds_data_dir=str(tmp_path), attributes=['Smiling',
                                                                  'Happy'])
   with pytest.raises(ValueError, match="'Happy'.*Wearing_Necktie"):
-    ip.celeb_a_dataset(config, 'train', batch_size=2, seed=0, train=True)
+    celeba.celeb_a_dataset(config, 'train', batch_size=2, seed=0, train=True)
   with pytest.raises(ValueError, match='validation'):
-    ip.celeb_a_dataset(data_config(), 'val', batch_size=2, seed=0, train=True)
+    celeba.celeb_a_dataset(data_config(), 'val', batch_size=2, seed=0, train=True)
 
 
 def test_celeb_a_unprepared_raises(tmp_path):
   config = data_config(tfds_data_dir=str(tmp_path))
   with pytest.raises(ip.DatasetUnavailableError, match='celeb_a') as e:
-    ip.celeb_a_dataset(config, 'test', batch_size=2, seed=0, train=False)
+    celeba.celeb_a_dataset(config, 'test', batch_size=2, seed=0, train=False)
   assert str(tmp_path) in str(e.value)
 
 
