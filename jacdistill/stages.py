@@ -150,12 +150,25 @@ def check_workdir(config, workdir: str) -> None:
 
 def write_json(path: str, value: Any) -> None:
   """Replaces `path` whole with `value` as JSON (never half written), from
-  process 0 only: every process holds the same value."""
+  process 0 only: every process holds the same value.
+
+  Raises:
+    checkpoint.DiskFullError: no space for it; `path` is left as it was.
+  """
   if jax.process_index() != 0:
     return
-  with open(path + '.tmp', 'w') as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + '.tmp', path)
+  try:
+    with open(path + '.tmp', 'w') as f:
+      json.dump(value, f, indent=2)
+    os.replace(path + '.tmp', path)
+  except OSError as e:
+    if os.path.exists(path + '.tmp'):
+      os.remove(path + '.tmp')
+    if not checkpoint.is_disk_full(e):
+      raise
+    kept = (f'{path} is kept as it was' if os.path.exists(path) else
+            f'{path} was not written')
+    raise checkpoint.DiskFullError(path, f'writing {path}', kept) from e
 
 
 def claim_workdir(config, workdir: str, num_train: int):

@@ -1,5 +1,5 @@
 """Faults of issue 6 on the real Fashion-MNIST files (smoke config): SIGTERM,
-SIGKILL at a random moment, corrupted checkpoints, NaN losses, bad configs, a
+SIGKILL at a random moment, a full disk, corrupted checkpoints, NaN losses, bad configs, a
 checkpoint of the wrong shape and a truncated data file.
 
 A fault is met through launch/main.py in a subprocess where the process is the
@@ -8,6 +8,7 @@ process, which is the same code without paying the start-up (TensorFlow's
 import alone is seconds) again.
 """
 
+import errno
 import gzip
 import hashlib
 import json
@@ -225,6 +226,85 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_the_same_parameters(
   assert _fingerprints(resumed) == _fingerprints(straight), where
   with open(os.path.join(workdir, 'summary.json')) as f:
     assert _fingerprints(json.load(f)) == _fingerprints(straight)
+
+
+# ---------------------------------------------------------------- full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A tmpfs of 8 MB (one smoke checkpoint is about 5.3 MB) and a function
+  that grows it; skipped where mounting is not permitted."""
+  where = tmp_path / 'disk'
+  where.mkdir()
+  mount = ['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', str(where)]
+  if os.geteuid() != 0 or subprocess.run(
+      mount, capture_output=True).returncode != 0:
+    pytest.skip('mounting a tmpfs is not permitted here (needs root)')
+
+  def grow(size):
+    subprocess.run(['mount', '-o', f'remount,size={size}', str(where)],
+                   check=True)
+
+  try:
+    yield str(where), grow
+  finally:
+    subprocess.run(['umount', '-l', str(where)], check=False)
+
+
+def test_full_disk_is_one_error_line_and_the_rerun_with_space_resumes(
+    reference, small_disk, tmp_path):
+  _, straight, _ = reference
+  disk, grow = small_disk
+  workdir = os.path.join(disk, 'w')
+  err_path = tmp_path / 'stderr'
+  # Stage 0's checkpoint at step 10 fits, the one at step 20 does not.
+  proc = _start(_main_cmd(workdir), err_path)
+  try:
+    returncode = proc.wait(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  err = err_path.read_text()
+  assert returncode != 0
+  assert 'Traceback' not in err, err[-3000:]
+  assert _last_line(err) == (
+      f'error: the disk holding {workdir} is full (No space left on device '
+      f'while saving checkpoint {_ckpt_dir(workdir, 0)}/20); the last complete '
+      'checkpoint (step 10) is kept; free space and run the same command '
+      'again to resume')
+  assert _steps(workdir, 0) == [10]
+
+  # With space, the same run goes on from step 10 to the parameters of the
+  # uninterrupted one.
+  grow('64m')
+  resumed = chain.train_and_evaluate(_config(), workdir)
+  assert _fingerprints(resumed) == _fingerprints(straight)
+  assert _steps(workdir, 0) == [20, 24]
+
+
+def test_full_disk_while_writing_the_summary_keeps_the_old_one(
+    tmp_path, monkeypatch):
+  path = str(tmp_path / 'summary.json')
+  stages.write_json(path, {'stages': []})
+
+  def no_space(value, f, **kwargs):
+    del value, kwargs
+    f.write('{"stag')
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(json, 'dump', no_space)
+  with pytest.raises(checkpoint.DiskFullError) as e:
+    stages.write_json(path, {'stages': [1]})
+  assert str(e.value.held_by(str(tmp_path))) == (
+      f'the disk holding {tmp_path} is full (No space left on device while '
+      f'writing {path}); {path} is kept as it was; free space and run the '
+      'same command again to resume')
+  monkeypatch.undo()
+  with open(path) as f:
+    assert json.load(f) == {'stages': []}
+  assert os.listdir(tmp_path) == ['summary.json']
 
 
 # ------------------------------------------------------ corrupted checkpoints
