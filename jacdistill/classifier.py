@@ -1,13 +1,10 @@
 """The external classifier that judges every run of a dataset: its model,
-its training, and its disk cache.
-
-A small CNN, trained once per dataset and cached (`load_or_train_classifier`)
-so every run on a dataset is judged by the same one; `metrics` and
-`attributes` only read its logits. Unlike upstream, it runs in inference
-mode (no dropout noise) and sees images in exactly the range it was trained
-on ([0, 1]). For CelebA it is a multi-label attribute classifier
-(`train_attribute_classifier`): one logit per attribute, the attribute
-present iff its logit is > 0, scored per attribute on the test split.
+its training, and its disk cache (`load_or_train_classifier`), so every run
+on a dataset is judged by the same one; `metrics` and `attributes` only read
+its logits. Unlike upstream, it runs in inference mode (no dropout noise) and
+sees images in exactly the range it was trained on ([0, 1]). For CelebA it
+is a multi-label attribute classifier (`train_attribute_classifier`): one
+logit per attribute, present iff > 0, scored per attribute on the test split.
 """
 
 from __future__ import annotations
@@ -52,26 +49,18 @@ class ClassifierError(ValueError):
 
 
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 max-pool, stride 2, (B, H, W, C) -> (B, H // 2, W // 2, C).
-
-  A reshape and a max rather than `nn.max_pool`: on XLA:CPU the gradient of
-  the windowed reduce (select-and-scatter) made a whole training step of this
-  CNN 1.6x slower.
-  """
+  """2x2 max-pool, stride 2, (B, H, W, C) -> (B, H // 2, W // 2, C): a
+  reshape and a max, as on XLA:CPU the gradient of `nn.max_pool`'s windowed
+  reduce (select-and-scatter) made a training step of this CNN 1.6x slower."""
   b, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]
   return jnp.max(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
 class Classifier(nn.Module):
-  """Small CNN: [3x3 conv, ReLU, 2x2 max-pool] per width, dense, dropout.
-
-  Attributes:
-    num_classes: number of logits (the last dense layer).
-    widths: output channels of the convs, from the image inwards.
-    hidden: width of the dense layer.
-    dropout: dropout rate before the logits, applied only when `train`.
-  """
+  """Small CNN: [3x3 conv, ReLU, 2x2 max-pool] per width (output channels,
+  from the image inwards), a dense layer of `hidden` units, dropout (only
+  when `train`) and `num_classes` logits."""
   num_classes: int = 10
   widths: Sequence[int] = (16, 32)
   hidden: int = 128
@@ -79,10 +68,8 @@ class Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    """Maps float images (B, H, W, C) in [0, 1] to logits (B, num_classes).
-
-    With `train`, dropout needs an rng named 'dropout'.
-    """
+    """Float images (B, H, W, C) in [0, 1] -> logits (B, num_classes). With
+    `train`, dropout needs an rng named 'dropout'."""
     for i, width in enumerate(self.widths):
       x = _max_pool_2x2(nn.relu(nn.Conv(width, (3, 3), name=f'conv_{i}')(x)))
     x = nn.relu(nn.Dense(self.hidden, name='hidden')(x.reshape(x.shape[0], -1)))
@@ -98,19 +85,13 @@ def _inference_logits(model: Classifier, variables: Any,
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ClassifierHandle:
-  """A trained classifier, ready to label images.
-
-  Attributes:
-    model: the `Classifier` module.
-    variables: its linen variables {'params': ...}.
-    test_accuracy: its accuracy on the dataset's test split, in [0, 1]; for
-      a multi-label classifier the mean of `attribute_accuracy`.
-    attributes: names of the logits of a multi-label classifier (attribute
-      a present iff logit a > 0); empty for a class classifier.
-    attribute_accuracy: per attribute, the fraction of test images it
-      labels correctly; empty for a class classifier.
-    image_size: height = width of the images it takes (0 = not recorded).
-  """
+  """A trained classifier, ready to label images: the `Classifier` `model`,
+  its linen `variables` {'params': ...}, its `test_accuracy` in [0, 1] on the
+  dataset's test split (multi-label: the mean of `attribute_accuracy`), the
+  `image_size` (height = width) it takes (0 = not recorded), and for a
+  multi-label classifier the names of its logits (`attributes`; attribute a
+  present iff logit a > 0) and, per attribute, the fraction of test images
+  it labels correctly (`attribute_accuracy`); both empty for classes."""
   model: Classifier
   variables: Any
   test_accuracy: float
@@ -148,31 +129,26 @@ def classifier_image_shape(data_config: Any, clf_config: Any
   """(H, W, C) of the classifier's images: the dataset's native shape, or
   for CelebA `clf_config.image_size` square."""
   if data_config.name == celeba.CELEB_A:
-    _check_attribute_clf_config(clf_config)
+    _check_clf_config(clf_config, attribute=True)
     size = int(clf_config.image_size)
     return (size, size, 3)
   return input_pipeline.IMAGE_SHAPES[data_config.name]
 
 
-def _check_attribute_clf_config(clf_config: Any) -> None:
+def _check_clf_config(clf_config: Any, attribute: bool = False) -> None:
+  """Raises ValueError for a bad field; `attribute`: CelebA's config."""
   missing = [f for f in ('steps', 'image_size', 'test_examples')
-             if f not in clf_config]
+             if attribute and f not in clf_config]
   if missing:
     raise ValueError(f'the CelebA classifier config lacks {missing}; start '
                      'from configs/celeba_classifier.py.')
-  if int(clf_config.test_examples) != clf_config.test_examples or (
-      clf_config.test_examples < 0):
+  if attribute and (int(clf_config.test_examples) != clf_config.test_examples
+                    or clf_config.test_examples < 0):
     raise ValueError(f'classifier.test_examples={clf_config.test_examples!r} '
                      'must be an integer >= 0 (0 = the whole test split).')
-  _check_clf_config(clf_config)
-
-
-def _check_clf_config(clf_config: Any) -> None:
   # Epochs for the in-memory datasets, steps and an image size for CelebA.
   for field in ('epochs', 'steps', 'batch_size', 'image_size'):
-    if field not in clf_config:
-      continue
-    value = clf_config[field]
+    value = clf_config[field] if field in clf_config else 1
     if int(value) != value or value < 1:
       raise ValueError(f'classifier.{field}={value!r} must be a positive '
                        'integer.')
@@ -184,17 +160,7 @@ def _check_clf_config(clf_config: Any) -> None:
                      '[0, 1).')
 
 
-def _predict_split(logits_fn: Callable, images_uint8: np.ndarray,
-                   batch_size: int) -> np.ndarray:
-  """Classifier labels int (N,) of uint8 images (N, H, W, C)."""
-  n = images_uint8.shape[0]
-  b = min(batch_size, n)
-  preds = np.empty((n,), np.int32)
-  for start, stop in metrics.batch_bounds(n, b):
-    x = input_pipeline.to_float(metrics.pad_to(images_uint8[start:stop], b), '01')
-    preds[start:stop] = np.asarray(
-        jnp.argmax(logits_fn(x), axis=-1))[:stop - start]
-  return preds
+# ------------------------------------------------------------------- training
 
 
 def _class_loss(logits: jax.Array, labels: jax.Array):
@@ -212,26 +178,20 @@ def _attribute_loss(logits: jax.Array, targets: jax.Array):
   return jnp.mean(loss), jnp.sum((logits > 0) == (targets > 0))
 
 
-def _start_training(model: Classifier, clf_config: Any, num_steps: int,
-                    image_shape: Sequence[int], loss_fn: Callable,
-                    to01: Callable) -> tuple[Any, Any, Callable]:
-  """Initial parameters, Adam state and the jitted train step.
+def _fit(model: Classifier, clf_config: Any, image_shape: Sequence[int],
+         loss_fn: Callable, to01: Callable, batch_fn: Callable, target: str,
+         num_steps: int, every: int, label: Callable[[int], str],
+         log: Callable[[str], None]) -> Any:
+  """The one training loop: `num_steps` Adam steps; returns the variables.
 
-  Adam's learning rate decays from `clf_config.learning_rate` to 0 over
-  `num_steps` (cosine); the seed gives the initialisation and the dropout
-  masks, each step's mask from `fold_in(key, step_index)`.
-
-  Args:
-    model: the classifier.
-    clf_config: its training fields.
-    num_steps: length of the decay.
-    image_shape: (H, W, C) of its images.
-    loss_fn: `(logits, targets) -> (mean loss, hits)`.
-    to01: a batch's images -> float32 in [0, 1], on the device.
-
-  Returns:
-    `(params, opt_state, step)`, `step(params, opt_state, images, targets,
-    step_index) -> (params, opt_state, loss, hits)`, donating its state.
+  Adam, its rate cosine-decayed from `clf_config.learning_rate` to 0; the
+  seed gives the initialisation and the dropout masks (step s's from
+  `fold_in(key, s)`), so the run is a function of it. `batch_fn(s)` is a
+  dict of images ('image', mapped to [0, 1] on the device by `to01`) and
+  `target`s for `loss_fn(logits, targets) -> (mean loss, hits)`. Each
+  `every` steps and after the last, a line starting `label(steps done)` goes
+  to `log`: the sums stay on the device until then, as reading them every
+  step would stall the dispatch queue.
   """
   tx = optax.adam(optax.cosine_decay_schedule(clf_config.learning_rate,
                                               num_steps))
@@ -252,7 +212,34 @@ def _start_training(model: Classifier, clf_config: Any, num_steps: int,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, hits
 
-  return params, tx.init(params), step
+  opt_state = tx.init(params)
+  start_time = time.time()
+  loss_sum, hits_sum, since = 0.0, 0, 0
+  for s in range(num_steps):
+    batch = batch_fn(s)
+    params, opt_state, loss, hits = step(params, opt_state, batch['image'],
+                                         batch[target], s)
+    loss_sum, hits_sum, since = loss_sum + loss, hits_sum + hits, since + 1
+    if (s + 1) % every == 0 or s + 1 == num_steps:
+      seen = since * batch[target].size
+      log(f'{label(s + 1)}: train loss {float(loss_sum) / since:.4f}, train '
+          f'accuracy (dropout on) {int(hits_sum) / seen:.4f}, '
+          f'{time.time() - start_time:.0f} s')
+      loss_sum, hits_sum, since = 0.0, 0, 0
+  return {'params': params}
+
+
+def _test_hits(model: Classifier, variables: Any, batches: Any,
+               to01: Callable, size: int, hits_fn: Callable):
+  """(sum of `hits_fn(logits, batch)`, images) over test `batches`, each
+  padded to `size` images (one compilation), in inference mode."""
+  hits, count = 0, 0
+  for batch in batches:
+    m = batch['image'].shape[0]
+    x = to01(metrics.pad_to(batch['image'], size))
+    logits = np.asarray(_inference_logits(model, variables, x))[:m]
+    hits, count = hits + hits_fn(logits, batch), count + m
+  return hits, count
 
 
 def train_classifier(data_config: Any, clf_config: Any,
@@ -260,67 +247,38 @@ def train_classifier(data_config: Any, clf_config: Any,
                      ) -> tuple[Any, float]:
   """Trains a `Classifier` on the train split; measures it on the test split.
 
-  Adam with a cosine decay of the learning rate to 0, softmax cross-entropy,
-  batches from `input_pipeline.Batcher` (deterministic given
-  `clf_config.seed`), pixels scaled to [0, 1]. Dropout draws its mask from
-  `fold_in(key, step)`, so the whole run is a function of the seed.
-
-  Args:
-    data_config: as `input_pipeline.load_split` takes.
-    clf_config: `configs/classifier.py:get_config()` or an override of it.
-    log_fn: receives one progress line per epoch and one at the end;
-      default `absl.logging.info`.
-
-  Returns:
-    `(variables, test_accuracy)`: linen variables {'params': ...} and the
-    fraction of test images labelled correctly (inference mode), a float.
-  """
+  `_fit`, softmax cross-entropy, batches of `input_pipeline.Batcher` (of
+  `data_config`, as `load_split` takes), pixels in [0, 1], the fields of
+  `clf_config` (`configs/classifier.py`); `log_fn` (default logging.info)
+  gets a line per epoch and one at the end. Returns `(variables,
+  test_accuracy)`: {'params': ...} and the fraction of test images labelled
+  correctly (inference mode), a float."""
   log = log_fn or logging.info
   _check_clf_config(clf_config)
   # Every image of the train split, validation ones too: one classifier
   # judges every run of a dataset, whatever it holds out.
   train_split = input_pipeline.load_split(data_config, 'train', hold_out=False)
-  test_split = input_pipeline.load_split(data_config, 'test')
+  test = input_pipeline.load_split(data_config, 'test')
   model = make_classifier(data_config, clf_config)
   batcher = input_pipeline.Batcher(train_split, int(clf_config.batch_size),
                                    int(clf_config.seed))
-  steps_per_epoch = batcher.steps_per_epoch
-  num_steps = int(clf_config.epochs) * steps_per_epoch
-  params, opt_state, step = _start_training(
-      model, clf_config, num_steps, train_split.images.shape[1:], _class_loss,
-      lambda images: input_pipeline.to_float(images, '01'))
-  start_time = time.time()
-  for epoch in range(int(clf_config.epochs)):
-    # Summed on the device and read once per epoch: reading every step
-    # would stall the dispatch queue.
-    loss_sum, correct_sum = 0.0, 0
-    for s in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
-      batch = batcher.batch(s)
-      params, opt_state, loss, correct = step(params, opt_state,
-                                              batch['image'], batch['label'], s)
-      loss_sum += loss
-      correct_sum += correct
-    seen = steps_per_epoch * int(clf_config.batch_size)
-    log(f'classifier epoch {epoch + 1}/{clf_config.epochs}: train loss '
-        f'{float(loss_sum) / steps_per_epoch:.4f}, train accuracy (dropout on) '
-        f'{int(correct_sum) / seen:.4f}, {time.time() - start_time:.0f} s')
-  variables = {'params': params}
-  preds = _predict_split(functools.partial(_inference_logits, model, variables),
-                         test_split.images, _EVAL_BATCH)
-  test_accuracy = float(np.mean(preds == test_split.labels))
-  log(f'classifier test accuracy {test_accuracy:.4f} on {len(test_split)} '
+  per_epoch = batcher.steps_per_epoch
+  to01 = functools.partial(input_pipeline.to_float, value_range='01')
+  variables = _fit(
+      model, clf_config, train_split.images.shape[1:], _class_loss, to01,
+      batcher.batch, 'label', int(clf_config.epochs) * per_epoch, per_epoch,
+      lambda done: f'classifier epoch {done // per_epoch}/{clf_config.epochs}',
+      log)
+  b = min(_EVAL_BATCH, len(test))
+  hits, n = _test_hits(
+      model, variables, ({'image': test.images[i:j], 'label': test.labels[i:j]}
+                         for i, j in metrics.batch_bounds(len(test), b)),
+      to01, b, lambda logits, batch: int(np.sum(
+          np.argmax(logits, axis=-1) == batch['label'])))
+  test_accuracy = hits / n
+  log(f'classifier test accuracy {test_accuracy:.4f} on {n} '
       f'{data_config.name} test images')
   return variables, test_accuracy
-
-
-def _attribute_data_config(data_config: Any, clf_config: Any) -> Any:
-  """The CelebA data a multi-label classifier sees: every attribute, at
-  `clf_config.image_size`, from `data_config`'s tfds data_dir. The chain's
-  own image size and attribute subset do not change the classifier."""
-  return types.SimpleNamespace(
-      name=celeba.CELEB_A, image_size=int(clf_config.image_size),
-      attributes=celeba.CELEB_A_ATTRIBUTES,
-      tfds_data_dir=getattr(data_config, 'tfds_data_dir', None) or None)
 
 
 def train_attribute_classifier(data_config: Any, clf_config: Any,
@@ -329,66 +287,40 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
   """Trains a multi-label `Classifier` on CelebA; scores it per attribute.
 
   One logit per attribute of CELEB_A_ATTRIBUTES (all 40, whatever
-  `data_config.attributes`), attribute a present iff logit a > 0. Images of
-  `clf_config.image_size` from the training stream
-  (`celeba.CelebABatcher`: shuffled, flipped, a function of
-  `clf_config.seed`), mapped to [0, 1]; loss the sigmoid cross-entropy
-  averaged over images and attributes; Adam with a cosine decay over
-  `clf_config.steps` steps. On the first `clf_config.test_examples` test
-  images (0 = the whole split), in inference mode,
-
-    accuracy_a = mean_i [(logit_ia > 0) == (attribute a of image i is +1)].
-
-  Args:
-    data_config: names the tfds data_dir (`tfds_data_dir`).
-    clf_config: `configs/celeba_classifier.py:get_config()` or an override.
-    log_fn: progress lines (ten during training, one at the end); default
-      `absl.logging.info`.
-
-  Returns:
-    `(variables, accuracy)`: linen variables {'params': ...} and float64
-    (40,) accuracies in CELEB_A_ATTRIBUTES order.
-
-  Raises:
-    ValueError: a bad `clf_config`.
-    input_pipeline.DatasetUnavailableError: celeb_a is not prepared.
+  `data_config.attributes`), attribute a present iff logit a > 0. `_fit`
+  runs `clf_config.steps` steps of the sigmoid cross-entropy (mean over
+  images and attributes) on the stream of `celeba.CelebABatcher` (of
+  `data_config.tfds_data_dir`; shuffled, flipped, a function of the seed)
+  at `clf_config.image_size` (`configs/celeba_classifier.py`), mapped to
+  [0, 1]; `log_fn` (default logging.info) gets ten lines and a last one. On
+  the first `clf_config.test_examples` test images (0 = all), in inference
+  mode, accuracy_a = mean_i [(logit_ia > 0) == (attribute a of image i)].
+  Returns `(variables, accuracy)`: {'params': ...} and float64 (40,)
+  accuracies in CELEB_A_ATTRIBUTES order. Raises ValueError for a bad
+  `clf_config`, input_pipeline.DatasetUnavailableError if celeb_a is absent.
   """
   log = log_fn or logging.info
-  _check_attribute_clf_config(clf_config)
-  data = _attribute_data_config(data_config, clf_config)
+  _check_clf_config(clf_config, attribute=True)
+  data = types.SimpleNamespace(
+      name=celeba.CELEB_A, image_size=int(clf_config.image_size),
+      attributes=celeba.CELEB_A_ATTRIBUTES,
+      tfds_data_dir=getattr(data_config, 'tfds_data_dir', None) or None)
   model = make_classifier(data, clf_config)
   num_steps = int(clf_config.steps)
   batcher = celeba.CelebABatcher(data, int(clf_config.batch_size),
-                                         int(clf_config.seed))
-  params, opt_state, step = _start_training(
-      model, clf_config, num_steps, (data.image_size, data.image_size, 3),
-      _attribute_loss, lambda x: (x + 1) / 2)
-  every = max(1, num_steps // 10)
-  start_time = time.time()
-  # Summed on the device and read once per log line, as in train_classifier.
-  loss_sum, hits_sum, since = 0.0, 0, 0
-  for s in range(num_steps):
-    batch = batcher.batch(s)
-    params, opt_state, loss, hits = step(params, opt_state, batch['image'],
-                                         batch['attributes'], s)
-    loss_sum, hits_sum, since = loss_sum + loss, hits_sum + hits, since + 1
-    if (s + 1) % every == 0 or s + 1 == num_steps:
-      seen = since * batch['attributes'].size
-      log(f'attribute classifier step {s + 1}/{num_steps}: train loss '
-          f'{float(loss_sum) / since:.4f}, train accuracy (dropout on) '
-          f'{int(hits_sum) / seen:.4f}, {time.time() - start_time:.0f} s')
-      loss_sum, hits_sum, since = 0.0, 0, 0
-  variables = {'params': params}
-
-  hits, count = np.zeros(model.num_classes), 0
-  for batch in celeba.celeb_a_dataset(
-      data, 'test', batch_size=_EVAL_BATCH, seed=0, train=False,
-      limit=int(clf_config.test_examples), drop_remainder=False):
-    m = batch['image'].shape[0]
-    x = (metrics.pad_to(batch['image'], _EVAL_BATCH) + 1) / 2
-    logits = np.asarray(_inference_logits(model, variables, x))[:m]
-    hits += np.sum((logits > 0) == (batch['attributes'] > 0), axis=0)
-    count += m
+                                 int(clf_config.seed))
+  to01 = lambda x: (x + 1) / 2  # pylint: disable=unnecessary-lambda-assignment
+  variables = _fit(
+      model, clf_config, (data.image_size, data.image_size, 3),
+      _attribute_loss, to01, batcher.batch, 'attributes', num_steps,
+      max(1, num_steps // 10),
+      lambda done: f'attribute classifier step {done}/{num_steps}', log)
+  hits, count = _test_hits(
+      model, variables, celeba.celeb_a_dataset(
+          data, 'test', batch_size=_EVAL_BATCH, seed=0, train=False,
+          limit=int(clf_config.test_examples), drop_remainder=False),
+      to01, _EVAL_BATCH, lambda logits, batch: np.sum(
+          (logits > 0) == (batch['attributes'] > 0), axis=0))
   if not count:
     raise input_pipeline.DatasetUnavailableError(
         f'the celeb_a test split has no examples (data_dir '
@@ -405,24 +337,13 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
 
 
 def default_classifier_dir(data_config: Any) -> str:
-  """Where the classifier of `data_config`'s dataset lives by default.
-
-  `$JACDISTILL_CACHE/classifiers/<name>_<limit or 'full'>`, with
-  `JACDISTILL_CACHE` defaulting to `~/.cache/jacdistill`, so every run on a
-  dataset reuses one classifier.
-  """
+  """Where the classifier of `data_config`'s dataset lives by default, so
+  every run on a dataset reuses one classifier: `$JACDISTILL_CACHE` (default
+  `~/.cache/jacdistill`)`/classifiers/<name>_<limit or 'full'>`."""
   root = os.environ.get('JACDISTILL_CACHE',
                         os.path.expanduser('~/.cache/jacdistill'))
-  limit = getattr(data_config, 'limit', 0) or 0
-  return os.path.join(root, 'classifiers',
-                      f'{data_config.name}_{limit or "full"}')
-
-
-def _json_config(clf_config: Any) -> dict:
-  """The config as JSON gives it back (tuples become lists), for comparison."""
-  as_dict = clf_config.to_dict() if hasattr(clf_config, 'to_dict') else dict(
-      clf_config)
-  return json.loads(json.dumps(as_dict))
+  limit = getattr(data_config, 'limit', 0) or 'full'
+  return os.path.join(root, 'classifiers', f'{data_config.name}_{limit}')
 
 
 def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
@@ -459,24 +380,14 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   CelebA (`data_config.name == 'celeb_a'`) gets the multi-label classifier
   of `train_attribute_classifier`, every other dataset `train_classifier`'s.
 
-  Args:
-    data_config: as `input_pipeline.load_split` takes, or a CelebA data
-      config (only its name and `tfds_data_dir` are read).
-    clf_config: `configs/classifier.py:get_config()` (CelebA:
-      `configs/celeba_classifier.py`) or an override of it.
-    directory: where the classifier lives; None = `default_classifier_dir`.
-    log_fn: progress lines; default `absl.logging.info`.
-
-  Returns:
-    A `ClassifierHandle`.
-
-  Raises:
-    ClassifierError: `directory` holds a classifier of another dataset,
-      limit or config (pick another directory or delete that one), or its
-      record is there but the checkpoint cannot be read.
-    ValueError: a bad config.
-    input_pipeline.DatasetUnavailableError: training needs data that is not
-      there.
+  `data_config`: as `input_pipeline.load_split` takes, or CelebA's (only
+  its name and `tfds_data_dir` are read); `clf_config`: that of
+  configs/classifier.py (CelebA: celeba_classifier.py) or an override;
+  `directory` None = `default_classifier_dir`; `log_fn`: progress lines
+  (default logging.info). Raises ClassifierError if `directory` holds a
+  classifier of another dataset, limit or config, or an unreadable
+  checkpoint; ValueError for a bad config; DatasetUnavailableError
+  (input_pipeline's) if training needs absent data.
   """
   log = log_fn or logging.info
   directory = directory or default_classifier_dir(data_config)
@@ -485,7 +396,9 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   image_shape = classifier_image_shape(data_config, clf_config)
   dataset = {'name': data_config.name,
              'limit': int(getattr(data_config, 'limit', 0) or 0)}
-  config = _json_config(clf_config)
+  # The config as JSON gives it back (tuples become lists), for comparison.
+  config = json.loads(json.dumps(clf_config.to_dict() if hasattr(
+      clf_config, 'to_dict') else dict(clf_config)))
 
   if os.path.exists(record_path):
     with open(record_path) as f:
@@ -499,43 +412,37 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
     variables = _restore(directory, model, image_shape)
     log(f'Restored the {data_config.name} classifier from {directory} (test '
         f'accuracy {record["test_accuracy"]:.4f}).')
-    return _handle(model, variables, record, image_shape)
-
-  log(f'No finished classifier in {directory}; training one.')
-  start_time = time.time()
-  extra = {}
-  if data_config.name == celeba.CELEB_A:
-    variables, accuracy = train_attribute_classifier(data_config, clf_config,
-                                                     log_fn)
-    test_accuracy = float(np.mean(accuracy))
-    extra = {'attributes': list(celeba.CELEB_A_ATTRIBUTES),
-             'attribute_accuracy': [float(a) for a in accuracy]}
   else:
-    variables, test_accuracy = train_classifier(data_config, clf_config,
-                                                log_fn)
-  wall_time = time.time() - start_time
-  os.makedirs(directory, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    # force: a checkpoint without its record is a leftover of an interrupted
-    # save and is overwritten.
-    checkpointer.save(os.path.join(paths.absolute(directory),
-                                   CHECKPOINT_SUBDIR), variables, force=True)
-    checkpointer.wait_until_finished()
-  record = {'dataset': dataset, 'test_accuracy': test_accuracy,
-            'num_classes': model.num_classes, **extra,
-            'config': config, 'wall_time_s': wall_time,
-            'backend': jax.default_backend()}
-  tmp_path = record_path + '.tmp'
-  with open(tmp_path, 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp_path, record_path)
-  log(f'Saved the {data_config.name} classifier to {directory} (test accuracy '
-      f'{test_accuracy:.4f}, {wall_time:.0f} s).')
-  return _handle(model, variables, record, image_shape)
-
-
-def _handle(model: Classifier, variables: Any, record: dict,
-            image_shape: Sequence[int]) -> ClassifierHandle:
+    log(f'No finished classifier in {directory}; training one.')
+    start_time = time.time()
+    extra = {}
+    if data_config.name == celeba.CELEB_A:
+      variables, accuracy = train_attribute_classifier(data_config,
+                                                       clf_config, log_fn)
+      test_accuracy = float(np.mean(accuracy))
+      extra = {'attributes': list(celeba.CELEB_A_ATTRIBUTES),
+               'attribute_accuracy': [float(a) for a in accuracy]}
+    else:
+      variables, test_accuracy = train_classifier(data_config, clf_config,
+                                                  log_fn)
+    wall_time = time.time() - start_time
+    os.makedirs(directory, exist_ok=True)
+    with ocp.StandardCheckpointer() as checkpointer:
+      # force: a checkpoint without its record is a leftover of an
+      # interrupted save and is overwritten.
+      checkpointer.save(os.path.join(paths.absolute(directory),
+                                     CHECKPOINT_SUBDIR), variables, force=True)
+      checkpointer.wait_until_finished()
+    record = {'dataset': dataset, 'test_accuracy': test_accuracy,
+              'num_classes': model.num_classes, **extra,
+              'config': config, 'wall_time_s': wall_time,
+              'backend': jax.default_backend()}
+    tmp_path = record_path + '.tmp'
+    with open(tmp_path, 'w') as f:
+      json.dump(record, f, indent=2)
+    os.replace(tmp_path, record_path)
+    log(f'Saved the {data_config.name} classifier to {directory} (test '
+        f'accuracy {test_accuracy:.4f}, {wall_time:.0f} s).')
   return ClassifierHandle(
       model, variables, float(record['test_accuracy']),
       attributes=tuple(record.get('attributes', ())),
