@@ -1,7 +1,7 @@
 """Pieces of every attribute-chain config (configs/fashion_attr.py,
 configs/celeba_attr.py): a stage's fields, and the training, checkpoint,
 logging and evaluation fields with upstream Fader Networks' optimiser
-(SPEC.md part B: Adam lr 2e-4, betas (0.5, 0.999), global-norm clip 10,
+(docs/method.md part B: Adam lr 2e-4, betas (0.5, 0.999), global-norm clip 10,
 batch 64)."""
 
 import ml_collections
@@ -42,7 +42,7 @@ def cycle_stage(nuisance, init, epochs=0):
   """Upstream's cycle fine-tuning of a Fader teacher (its stage B).
 
   Decoder only, from `init` (whose `nuisance` it must have), no teacher and
-  no labels: `100 rec + 1e-3 cycle_attr + 1e-4 cycle_z`, the top of SPEC.md's
+  no labels: `100 rec + 1e-3 cycle_attr + 1e-4 cycle_z`, the top of docs/method.md's
   ranges (hinge 1e-4..1e-3, nuisance match 1e-5..1e-4; upstream's B run used
   the bottom, its students the top). Neither scale carries over exactly:
   upstream's nuisance match is a batch L2 norm (`||z' - z|| / B`) where ours

@@ -1,4 +1,4 @@
-"""Conditional manipulation of faces: SPEC.md part B on aligned CelebA.
+"""Conditional manipulation of faces: docs/method.md part B on aligned CelebA.
 
 The 40 CelebA attributes (or the subset in data.attributes) are the scores
 of a Fader-style autoencoder. The teacher (nuisance 512 x 2x2) learns them

@@ -1,4 +1,4 @@
-"""The external classifier that scores disentanglement (SPEC.md, swap accuracy).
+"""The external classifier that scores disentanglement (docs/method.md, swap accuracy).
 
 A small CNN trained once per dataset on its train split and cached (see
 `jacdistill.classifier.load_or_train_classifier`), so every run on a dataset

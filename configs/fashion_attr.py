@@ -1,6 +1,6 @@
 """Conditional manipulation offline: Fashion-MNIST classes as attributes.
 
-SPEC.md part B's chain on Fashion-MNIST from the local idx files: the 10
+docs/method.md part B's chain on Fashion-MNIST from the local idx files: the 10
 classes are 10 attributes in {-1, +1} (one +1 per image), images are zero
 padded 28 -> 32 and scaled to [-1, 1]. A Fader-style teacher with a small
 nuisance code learns the attribute scores from the labels; students with

@@ -1,4 +1,4 @@
-"""Progressive growth on MNIST, the upstream recipe (SPEC.md part A).
+"""Progressive growth on MNIST, the upstream recipe (docs/method.md part A).
 
 MLP autoencoder 784-256-128-64-k; a teacher with a 2-dim code, then students
 that grow the code one dim at a time up to 16, each supervised by the frozen

@@ -1,4 +1,4 @@
-"""The attribute chain (SPEC.md part B): a Fader teacher, then students.
+"""The attribute chain (docs/method.md part B): a Fader teacher, then students.
 
 `train_and_evaluate(config, workdir, hooks)` runs (or resumes) the stages of
 `config.stage_order` (see configs/fashion_attr.py, configs/celeba_attr.py).

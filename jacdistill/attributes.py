@@ -1,4 +1,4 @@
-"""Attribute editing and its score, flip accuracy (SPEC.md part B).
+"""Attribute editing and its score, flip accuracy (docs/method.md part B).
 
 A conditional autoencoder's code is `[y ; z]`: `y` the A attribute scores
 (+1 present, -1 absent), `z` the nuisance. An edit sets one score and keeps

@@ -1,7 +1,7 @@
 """Reconstruction and disentangling scores, as pure functions of arrays.
 
 Reconstruction: per-image MSE in [0, 1] pixel units and the mean of the
-per-image PSNRs (`reconstruction_scores`). Disentangling, SPEC's swap
+per-image PSNRs (`reconstruction_scores`). Disentangling, docs/method.md's swap
 protocol (`evaluate_autoencoder`): an external classifier, given as a
 logits function, labels each reconstruction; the first `factor_dims` code
 dims (the original teacher's) of `x_i` are replaced by those of `x_pi(i)`,
@@ -151,7 +151,7 @@ def evaluate_autoencoder(encode: Callable[[jax.Array], jax.Array],
 
   With `factor_dims` equal to the whole code of a deterministic model,
   swap_acc is 1.0 by construction (the swapped code *is* code_perm[i], so
-  pred_swap[i] = pred_rec[perm[i]]), as SPEC.md notes for the 2-dim teacher.
+  pred_swap[i] = pred_rec[perm[i]]), as docs/method.md notes for the 2-dim teacher.
 
   The classifier sees reconstructions mapped to [0, 1] ((x + 1) / 2 for
   '-11'), exactly as it saw its training images; it is not clipped.

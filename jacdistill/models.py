@@ -83,7 +83,7 @@ def _code_head(module: nn.Module, h, train: bool):
 
 
 class MLPAutoencoder(nn.Module):
-  """SPEC.md's MLP: encoder 784-256-128-64-k, decoder k-64-128-256-784, ReLU.
+  """docs/method.md's MLP: encoder 784-256-128-64-k, decoder k-64-128-256-784, ReLU.
 
   Attributes:
     latent_dim: code size k.
@@ -211,7 +211,7 @@ class ConvAutoencoder(nn.Module):
 
 
 class FaderAutoencoder(nn.Module):
-  """Fader-Networks-style conditional autoencoder (SPEC.md part B).
+  """Fader-Networks-style conditional autoencoder (docs/method.md part B).
 
   Encoder: k4 s2 p1 convs (BatchNorm after all but the first, LeakyReLU 0.2)
   from the image down to a 2x2 grid; the innermost conv outputs

@@ -5,7 +5,7 @@
   python launch/main.py --config=configs/fashion_attr.py:quick --workdir=workdirs/fashion_attr_quick
   python launch/main.py --config=configs/celeba_attr.py --config.data.tfds_data_dir=DIR
 
-A config with a `stage_order` field is an attribute chain (SPEC.md part B,
+A config with a `stage_order` field is an attribute chain (docs/method.md part B,
 jacdistill/attr_chain.py); any other is a growth chain (jacdistill/chain.py).
 
 Re-running the same command resumes where the last run stopped.
