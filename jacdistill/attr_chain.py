@@ -298,15 +298,10 @@ def evaluate_stage(stage: stages.Stage, config, variables,
   a = cfg.model.num_attributes
   n = len(test_images)
   model = stage.model
-  eval_fn = train.make_eval_step(model)
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
-  codes, mses = [], []
-  for i in range(0, n, cfg.eval.batch_size):
-    _, code, mse = eval_fn(variables, test_images[i:i + cfg.eval.batch_size])
-    codes.append(np.asarray(code))
-    mses.append(np.asarray(mse) / 4.0)  # In [0, 1] pixel units.
-  codes = np.concatenate(codes)
-  out = metrics.reconstruction_scores(np.concatenate(mses))
+  codes, mse01 = train.encode_split(model, variables, test_images,
+                                    cfg.eval.batch_size)
+  out = metrics.reconstruction_scores(mse01)
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
   if predictor is not None:

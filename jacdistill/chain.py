@@ -145,18 +145,14 @@ def evaluate_stage(stage: stages.Stage, config, variables,
   `splits`, and the PNG grids of the test split's first images."""
   model = stage.model
   value_range = train.value_range_of(model)
-  eval_fn = train.make_eval_step(model)
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
   encode = jax.jit(lambda x: model.apply(variables, x, method=model.encode))
-  scale = 4.0 if value_range == '-11' else 1.0  # MSE in [0, 1] pixel units.
   batch = config.eval.batch_size
   out, codes = {}, {}
   for name, split in splits.items():
-    parts = [eval_fn(variables, split.images[i:i + batch])
-             for i in range(0, len(split), batch)]
-    codes[name] = np.concatenate([np.asarray(p[1]) for p in parts])
-    scores = metrics.reconstruction_scores(
-        np.concatenate([np.asarray(p[2]) for p in parts]) / scale)
+    codes[name], mse01 = train.encode_split(model, variables, split.images,
+                                            batch)
+    scores = metrics.reconstruction_scores(mse01)
     if hooks.classifier is not None:
       scores.update(metrics.evaluate_autoencoder(
           encode, decode, split.images, split.labels, hooks.classifier.logits,

@@ -215,11 +215,11 @@ def test_images(kind: str, config, count: int = 0) -> np.ndarray:
 
 
 def test_mse(model, variables, images_uint8: np.ndarray) -> float:
-  """Mean per-image MSE in [0, 1] pixel units by `train.make_eval_step`
-  (a tanh model's [-1, 1] MSE divided by 4), as summary.json's are."""
-  _, _, mse = train.make_eval_step(model)(variables, images_uint8)
-  scale = 4.0 if train.value_range_of(model) == '-11' else 1.0
-  return float(np.mean(np.asarray(mse, np.float64)) / scale)
+  """Mean per-image MSE in [0, 1] pixel units (`train.encode_split`, one
+  batch), as summary.json's are."""
+  _, mse01 = train.encode_split(model, variables, images_uint8,
+                                len(images_uint8))
+  return float(np.mean(np.asarray(mse01, np.float64)))
 
 
 def classifier_accuracy(handle: classifier.ClassifierHandle,

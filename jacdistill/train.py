@@ -14,6 +14,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jacdistill import input_pipeline
@@ -390,3 +391,15 @@ def make_eval_step(model: nn.Module) -> Callable:
     return x_hat, code, mse
 
   return evaluate
+
+
+def encode_split(model: nn.Module, variables: Any, images: np.ndarray,
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """A split's codes (N, K) and per-image MSEs (N,) in [0, 1] pixel units
+  (a tanh model's [-1, 1] MSE divided by 4), `make_eval_step` in batches."""
+  eval_fn = make_eval_step(model)
+  parts = [eval_fn(variables, images[i:i + batch_size])
+           for i in range(0, len(images), batch_size)]
+  scale = 4.0 if value_range_of(model) == '-11' else 1.0
+  return (np.concatenate([np.asarray(p[1]) for p in parts]),
+          np.concatenate([np.asarray(p[2]) for p in parts]) / scale)
