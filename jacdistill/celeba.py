@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from jacdistill import input_pipeline
+from jacdistill import sources
 
 CELEB_A = 'celeb_a'  # The tfds name of the streamed dataset.
 CELEB_A_SPLITS = ('train', 'validation', 'test')
@@ -95,7 +95,7 @@ def celeb_a_dataset(data_config: Any, split: str, batch_size: int, seed: int,
 
   Raises:
     ValueError: unknown split or attribute names, bad sizes or steps.
-    input_pipeline.DatasetUnavailableError: `celeb_a` is not prepared in
+    sources.DatasetUnavailableError: `celeb_a` is not prepared in
       the data_dir.
   """
   if split not in CELEB_A_SPLITS:
@@ -120,9 +120,9 @@ def celeb_a_dataset(data_config: Any, split: str, batch_size: int, seed: int,
   size = int(size)
   local = batch_size // process_count
 
-  tf, tfds = input_pipeline.import_tf()
+  tf, tfds = sources.import_tf()
   data_dir = getattr(data_config, 'tfds_data_dir', None) or None
-  _, ds = input_pipeline.tfds_builder_and_dataset(
+  _, ds = sources.tfds_builder_and_dataset(
       CELEB_A, split, data_dir,
       shuffle_files=train,
       read_config=tfds.ReadConfig(shuffle_seed=seed),
@@ -172,15 +172,15 @@ def celeb_a_num_examples(data_config: Any, split: str) -> int:
 
   Raises:
     ValueError: an unknown split.
-    input_pipeline.DatasetUnavailableError: `celeb_a` is not prepared in
+    sources.DatasetUnavailableError: `celeb_a` is not prepared in
       the data_dir.
   """
   if split not in CELEB_A_SPLITS:
     raise ValueError(f'split={split!r}; valid CelebA splits: '
                      f'{", ".join(CELEB_A_SPLITS)}.')
-  _, tfds = input_pipeline.import_tf()
+  _, tfds = sources.import_tf()
   data_dir = getattr(data_config, 'tfds_data_dir', None) or None
-  _, ds = input_pipeline.tfds_builder_and_dataset(
+  _, ds = sources.tfds_builder_and_dataset(
       CELEB_A, split, data_dir, shuffle_files=False,
       decoders={'image': tfds.decode.SkipDecoding()})
   n = int(ds.cardinality())
@@ -200,14 +200,14 @@ def celeb_a_arrays(data_config: Any, split: str,
     in {-1, +1}}, N = min(limit, split size).
 
   Raises:
-    as `celeb_a_dataset`, and input_pipeline.DatasetUnavailableError if the
+    as `celeb_a_dataset`, and sources.DatasetUnavailableError if the
     split is empty.
   """
   chunks = list(celeb_a_dataset(data_config, split, batch_size=_CELEB_A_CHUNK,
                                 seed=0, train=False, limit=limit,
                                 drop_remainder=False))
   if not chunks:
-    raise input_pipeline.DatasetUnavailableError(
+    raise sources.DatasetUnavailableError(
         f'CelebA split {split!r} is empty (data_dir '
         f'{getattr(data_config, "tfds_data_dir", None)}); prepare celeb_a '
         'again (README.md, "CelebA").')

@@ -1,5 +1,5 @@
-"""Tests of jacdistill.input_pipeline on real idx files, hand-made files and
-tfds mock data (no network)."""
+"""Tests of jacdistill.input_pipeline and jacdistill.sources on real idx files,
+hand-made files and tfds mock data (no network)."""
 
 import gzip
 import os
@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from jacdistill import celeba
 from jacdistill import input_pipeline as ip
+from jacdistill import sources
 
 FASHION_DIR = ip.DEFAULT_IDX_DIR
 FASHION_PRESENT = os.path.isfile(
@@ -53,8 +54,8 @@ def write_idx_dir(directory, images: np.ndarray, labels: np.ndarray,
 
 @pytest.fixture(scope='module')
 def fashion_train():
-  return (ip.read_idx(os.path.join(FASHION_DIR, 'train-images-idx3-ubyte.gz')),
-          ip.read_idx(os.path.join(FASHION_DIR, 'train-labels-idx1-ubyte.gz')))
+  return (sources.read_idx(os.path.join(FASHION_DIR, 'train-images-idx3-ubyte.gz')),
+          sources.read_idx(os.path.join(FASHION_DIR, 'train-labels-idx1-ubyte.gz')))
 
 
 @needs_fashion
@@ -72,8 +73,8 @@ def test_read_idx_real_fashion_mnist_train(fashion_train):
 
 @needs_fashion
 def test_read_idx_real_fashion_mnist_test():
-  images = ip.read_idx(os.path.join(FASHION_DIR, 't10k-images-idx3-ubyte.gz'))
-  labels = ip.read_idx(os.path.join(FASHION_DIR, 't10k-labels-idx1-ubyte.gz'))
+  images = sources.read_idx(os.path.join(FASHION_DIR, 't10k-images-idx3-ubyte.gz'))
+  labels = sources.read_idx(os.path.join(FASHION_DIR, 't10k-labels-idx1-ubyte.gz'))
   assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
   assert labels.shape == (10000,) and labels.min() == 0 and labels.max() == 9
   np.testing.assert_array_equal(labels[:5], [9, 2, 1, 1, 6])
@@ -87,7 +88,7 @@ def test_read_idx_tiny_uint8(tmp_path, compress):
   data += bytes(range(12))
   with (gzip.open if compress else open)(path, 'wb') as f:
     f.write(data)
-  out = ip.read_idx(path)
+  out = sources.read_idx(path)
   assert out.dtype == np.uint8
   np.testing.assert_array_equal(out, np.arange(12).reshape(2, 2, 3))
 
@@ -97,7 +98,7 @@ def test_read_idx_tiny_big_endian_int32(tmp_path):
   # Three big-endian int32s written byte by byte: 1, -2, 70000.
   path.write_bytes(b'\x00\x00\x0c\x01' b'\x00\x00\x00\x03'
                    b'\x00\x00\x00\x01' b'\xff\xff\xff\xfe' b'\x00\x01\x11\x70')
-  out = ip.read_idx(path)
+  out = sources.read_idx(path)
   assert out.dtype == np.int32 and out.dtype.isnative
   np.testing.assert_array_equal(out, [1, -2, 70000])
 
@@ -106,7 +107,7 @@ def test_read_idx_truncated_raises_naming_path(tmp_path):
   path = tmp_path / 'short-images-idx3-ubyte'
   path.write_bytes(idx_bytes(np.zeros((3, 4, 4), np.uint8), 0x08)[:-1])
   with pytest.raises(ip.DatasetUnavailableError, match='short-images') as e:
-    ip.read_idx(path)
+    sources.read_idx(path)
   assert str(path) in str(e.value)
   assert '3, 4, 4' in str(e.value)
 
@@ -117,7 +118,7 @@ def test_read_idx_truncated_gzip_raises(tmp_path):
       1000, 4) % 251, 0x08))
   path.write_bytes(full[:len(full) // 2])
   with pytest.raises(ip.DatasetUnavailableError) as e:
-    ip.read_idx(path)
+    sources.read_idx(path)
   assert str(path) in str(e.value)
   assert isinstance(e.value.__cause__, (EOFError, OSError))
 
@@ -126,14 +127,14 @@ def test_read_idx_bad_magic_raises_naming_path(tmp_path):
   path = tmp_path / 'bad.idx'
   path.write_bytes(b'\x01\x00\x08\x01' + struct.pack('>I', 2) + b'\x05\x06')
   with pytest.raises(ip.DatasetUnavailableError, match='magic') as e:
-    ip.read_idx(path)
+    sources.read_idx(path)
   assert str(path) in str(e.value)
 
 
 def test_read_idx_missing_file_raises(tmp_path):
   path = tmp_path / 'absent.gz'
   with pytest.raises(ip.DatasetUnavailableError) as e:
-    ip.read_idx(path)
+    sources.read_idx(path)
   assert str(path) in str(e.value)
   assert isinstance(e.value.__cause__, FileNotFoundError)
 
