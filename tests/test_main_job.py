@@ -5,6 +5,7 @@ one-line errors."""
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -136,6 +137,77 @@ def test_workdir_of_another_config_is_refused(straight_run):
   config.loss.jac = 1.0
   with pytest.raises(stages.ConfigError, match='loss.jac'):
     chain.train_and_evaluate(config, workdir)
+
+
+def _copy(straight_run, tmp_path):
+  """A copy of the straight run's workdir that a test may change."""
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(straight_run[0], workdir)
+  return workdir
+
+
+def _checkpoint_listing(workdir):
+  return {index: sorted(os.listdir(os.path.join(
+      workdir, f'stage_{index:02d}', 'checkpoints'))) for index in (0, 1)}
+
+
+def test_lowering_end_dim_drops_the_later_entries(straight_run, tmp_path):
+  _, straight = straight_run
+  workdir = _copy(straight_run, tmp_path)
+  listing = _checkpoint_listing(workdir)
+  config = fashion_grow.get_config('smoke')
+  config.growth.end_dim = 2
+  lowered = chain.train_and_evaluate(config, workdir)
+  assert lowered['stages'] == straight['stages'][:1]
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    assert json.load(f)['stages'] == straight['stages'][:1]
+  # Raised again, stage 1 is restored and scored, not retrained.
+  config.growth.end_dim = 3
+  raised = chain.train_and_evaluate(config, workdir)
+  assert _fingerprints(raised) == _fingerprints(straight)
+  assert raised['stages'][1]['test'] == straight['stages'][1]['test']
+  assert _checkpoint_listing(workdir) == listing
+
+
+def test_an_entry_scored_under_other_settings_is_scored_again(straight_run,
+                                                              tmp_path):
+  _, straight = straight_run
+  workdir = _copy(straight_run, tmp_path)
+  listing = _checkpoint_listing(workdir)
+  path = os.path.join(workdir, 'summary.json')
+  with open(path) as f:
+    on_disk = json.load(f)
+  # As if stage 1 had been scored on another test split with other results.
+  on_disk['stages'][1]['eval'] = {'splits': {'test': 7}}
+  on_disk['stages'][1]['test'] = {'mse': 1.0, 'psnr': 0.0}
+  with open(path, 'w') as f:
+    json.dump(on_disk, f)
+  rescored = chain.train_and_evaluate(fashion_grow.get_config('smoke'),
+                                      workdir)
+  assert rescored['stages'][1]['eval'] == straight['stages'][1]['eval']
+  assert rescored['stages'][1]['test'] == straight['stages'][1]['test']
+  assert rescored['stages'][0] == straight['stages'][0]
+  assert _checkpoint_listing(workdir) == listing
+
+
+def test_a_stage_trained_under_another_teacher_is_refused(straight_run,
+                                                          tmp_path):
+  workdir = _copy(straight_run, tmp_path)
+  # Stage 1's checkpoints say they were trained under another teacher, as
+  # after stage 0 was retrained differently.
+  for record in glob.glob(os.path.join(workdir, 'stage_01', 'checkpoints',
+                                       '*', 'record', 'metadata')):
+    with open(record) as f:
+      data = json.load(f)
+    data['teacher_fingerprint'] = 'f' * 64
+    with open(record, 'w') as f:
+      json.dump(data, f)
+  with pytest.raises(stages.ConfigError) as e:
+    chain.train_and_evaluate(fashion_grow.get_config('smoke'), workdir)
+  message = str(e.value)
+  assert '\n' not in message
+  assert 'stage 1 (k=3)' in message and 'another teacher' in message
+  assert 'ffffffffffff' in message
 
 
 def _main(*args, cwd=ROOT):
