@@ -318,12 +318,19 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
       flush(done)
       save(done)
     now = time.time()
-    if now - t_progress >= config.log.progress_seconds or done == total_steps:
+    if done == start_step + 1 and done < total_steps:
+      # The first step compiles; its time would make the first rate and ETA
+      # nonsense, so the clock of the progress lines starts after it.
+      logging.info('%s step %d/%d  compiled and ran in %.1f s', stage.label,
+                   done, total_steps, now - t_start)
+      t_progress, step_at_progress = now, done
+    elif (now - t_progress >= config.log.progress_seconds or
+          done == total_steps):
       rate = (done - step_at_progress) / max(now - t_progress, 1e-9)
-      logging.info('%s step %d/%d  %.1f steps/s  ETA %s  loss %.5f',
+      logging.info('%s step %d/%d  %.1f steps/s  ETA %s  loss %s',
                    stage.label, done, total_steps, rate,
                    _format_eta((total_steps - done) / max(rate, 1e-9)),
-                   last.get('total', float('nan')))
+                   f"{last['total']:.5f}" if 'total' in last else '-')
       t_progress, step_at_progress = now, done
     if hooks.should_stop() and done < total_steps:
       flush(done)
