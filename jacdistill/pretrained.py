@@ -10,9 +10,10 @@ and its students; `dataset`; `stage`: a growth stage's index or an
 attribute stage's name; `code_size`), and what it scored: `test` (the
 stage's test metrics from summary.json, or the classifier's test
 accuracy), `check` (the test MSE, or for the classifier the accuracy, on
-the first CHECK_IMAGES test images, computed at export by the model's eval
-path so a reload can be checked against it quickly) and `fingerprint`
-(`checkpoint.fingerprint` of the variables).
+the first `export.CHECK_IMAGES` test images, computed at export by the
+model's eval path so a reload can be checked against it quickly) and
+`fingerprint` (`checkpoint.fingerprint` of the variables). `jacdistill.export`
+writes the files and entries; this module reads them.
 
 An `.npz` holds one array per variable, keyed by its '/'-joined path
 ('params/encoder/Dense_0/kernel'), readable with `allow_pickle=False`.
@@ -20,14 +21,13 @@ An `.npz` holds one array per variable, keyed by its '/'-joined path
 its arrays' shapes and dtypes against the model rebuilt from the entry's
 config and its fingerprint against the entry's; any failure is a
 `PretrainedError` with one line that names the file and what to do.
+`load_classifier` gives a shipped classifier as the handle evaluation takes,
+and `install_classifier` writes it into the classifier cache.
 """
 
-import datetime
 import hashlib
 import json
 import os
-import re
-import subprocess
 from typing import Any, Optional
 
 import jax
@@ -44,16 +44,12 @@ from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import paths
 from jacdistill import stages
-from jacdistill import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(REPO_ROOT, 'pretrained')
 MANIFEST = 'MANIFEST.json'
 FORMAT = 1
 KINDS = ('growth', 'attribute', 'classifier')
-CHECK_IMAGES = 1000  # Test images whose MSE (or accuracy) an entry records.
-# The datasets whose classifier can be exported (the in-memory ones).
-CLASSIFIER_DATASETS = input_pipeline.IN_MEMORY_DATASETS
 
 
 class PretrainedError(RuntimeError):
@@ -115,14 +111,6 @@ def read_manifest(directory: str = DEFAULT_DIR) -> dict:
   return manifest
 
 
-def _write_manifest(directory: str, manifest: dict) -> None:
-  path = os.path.join(directory, MANIFEST)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(path + '.tmp', path)  # Never a half-written manifest.
-
-
 def entry(name: str, directory: str = DEFAULT_DIR) -> dict:
   """The manifest entry of `name` (PretrainedError naming the known ones)."""
   models_ = read_manifest(directory)['models']
@@ -179,7 +167,9 @@ def build_model(kind: str, config, stage):
   raise ValueError(f'kind={kind!r} is not growth or attribute')
 
 
-def _classifier_data(dataset: str):
+def classifier_data(dataset: str):
+  """The data config of a shipped classifier of `dataset`: its idx files,
+  no limit."""
   return ml_collections.ConfigDict({
       'name': dataset, 'source': 'idx',
       'idx_dir': input_pipeline.DEFAULT_IDX_DIR, 'limit': 0})
@@ -189,7 +179,7 @@ def _shapes(kind: str, config, stage) -> tuple[Any, dict]:
   """(model, {path: ShapeDtypeStruct}) of the variables the entry describes,
   without initialising any (eval_shape compiles nothing)."""
   if kind == 'classifier':
-    data = _classifier_data(stage)
+    data = classifier_data(stage)
     model = classifier.make_classifier(data, config)
     shape = classifier.classifier_image_shape(data, config)
     tree = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, *shape)),
@@ -212,237 +202,6 @@ def test_images(kind: str, config, count: int = 0) -> np.ndarray:
   else:
     images = input_pipeline.load_split(config.data, 'test').images
   return images[:count or None]
-
-
-def test_mse(model, variables, images_uint8: np.ndarray) -> float:
-  """Mean per-image MSE in [0, 1] pixel units (`train.encode_split`, one
-  batch), as summary.json's are."""
-  _, mse01 = train.encode_split(model, variables, images_uint8,
-                                len(images_uint8))
-  return float(np.mean(np.asarray(mse01, np.float64)))
-
-
-def classifier_accuracy(handle: classifier.ClassifierHandle,
-                        split: input_pipeline.Split) -> float:
-  x = input_pipeline.to_float(split.images, '01')
-  return float(np.mean(np.asarray(handle.predict(x)) == split.labels))
-
-
-# ------------------------------------------------------------------ export
-
-
-def code_commit(repo: str = REPO_ROOT) -> str:
-  """`git rev-parse HEAD` of `repo`, or 'unknown' outside a git checkout."""
-  try:
-    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, check=True,
-                         capture_output=True, text=True, timeout=30)
-  except (OSError, subprocess.SubprocessError):
-    return 'unknown'
-  return out.stdout.strip()
-
-
-_COMMAND = re.compile(r'(?:^|\s)(\S*launch/main\.py\s.*)$')
-
-
-def command_from_log(workdir: str) -> Optional[str]:
-  """The training command on the first line of `workdir/log.txt`, as
-  `python launch/main.py ...`, or None (no log, or its first line is not a
-  launch/main.py command line)."""
-  path = os.path.join(workdir, 'log.txt')
-  if not os.path.exists(path):
-    return None
-  with open(path, errors='replace') as f:
-    first = f.readline().strip()
-  match = _COMMAND.search(first)
-  if not match:
-    return None
-  command = match.group(1)
-  return 'python launch/main.py' + command[command.index('launch/main.py') +
-                                           len('launch/main.py'):]
-
-
-def _summary_entry(workdir: str, kind: str, stage) -> dict:
-  path = os.path.join(workdir, 'summary.json')
-  stages = []
-  if os.path.exists(path):
-    with open(path) as f:
-      stages = json.load(f)['stages']
-  key = 'stage' if kind == 'growth' else 'name'
-  for s in stages:
-    if s.get(key) == stage:
-      return s
-  raise PretrainedError(f'stage {stage!r} of {workdir} is not finished (not '
-                        f'in {path}); export it once launch/main.py has '
-                        'finished it')
-
-
-def _write_npz(directory: str, name: str, flat: dict) -> tuple[str, int, str]:
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f'{name}.npz')
-  with open(path + '.tmp', 'wb') as f:
-    np.savez(f, **flat)
-  os.replace(path + '.tmp', path)
-  return os.path.basename(path), os.path.getsize(path), file_sha256(path)
-
-
-def _record(directory: str, name: str, new: dict) -> dict:
-  manifest = read_manifest(directory)
-  manifest['models'][name] = new
-  _write_manifest(directory, manifest)
-  return new
-
-
-def _check_name(name: str) -> None:
-  if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', name or ''):
-    raise PretrainedError(f'name {name!r} is not a plain file name (letters, '
-                          'digits, _ . -); pick another --name')
-
-
-def export_stage(workdir: str, name: str, stage=None,
-                 directory: str = DEFAULT_DIR, command: Optional[str] = None,
-                 chain_name: Optional[str] = None,
-                 commit: Optional[str] = None) -> dict:
-  """Writes stage `stage` of the run in `workdir` as `directory/name.npz`
-  and its manifest entry (module docstring); returns the entry.
-
-  Args:
-    workdir: a launch/main.py workdir (growth or attribute chain).
-    name: the model's name (file name without .npz).
-    stage: growth: index (int or digit string; None = the last finished);
-      attribute: name (None = the last of stage_order).
-    directory: where the .npz and MANIFEST.json go.
-    command: the command that trained the run; None = the first line of
-      `workdir/log.txt` (PretrainedError if it holds none).
-    chain_name: the manifest `chain` grouping this run's models; None = the
-      workdir's base name.
-    commit: the code's commit; None = `code_commit()`.
-
-  Raises:
-    PretrainedError: no command, an unfinished stage, a bad name, or a
-      checkpoint whose fingerprint is not summary.json's.
-    stages.ConfigError, checkpoint.CheckpointError: no such run or stage.
-    input_pipeline.DatasetUnavailableError: no test images for the check.
-  """
-  _check_name(name)
-  command = command or command_from_log(workdir)
-  if not command:
-    raise PretrainedError(f'{os.path.join(workdir, "log.txt")} does not start '
-                          'with the training command; pass it with '
-                          "--command='python launch/main.py ...'")
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(config_path):
-    raise stages.ConfigError(f'{workdir} has no config.json; pass the '
-                            '--workdir of a launch/main.py run')
-  with open(config_path) as f:
-    run_config = json.load(f)
-  kind = kind_of(ml_collections.ConfigDict(run_config))
-  if kind == 'growth':
-    if stage is None:
-      stage = -1
-    config, model, variables = chain.load_stage(workdir, int(stage))
-    if int(stage) < 0:
-      stage = int(_summary_stages(workdir)[-1])
-    stage = int(stage)
-  else:
-    config = attr_chain.read_config(workdir)
-    stage = stage or list(config.stage_order)[-1]
-    config, model, variables = attr_chain.load_stage(workdir, stage)
-  summary = _summary_entry(workdir, kind, stage)
-  fingerprint = checkpoint.fingerprint(variables)
-  if summary.get('fingerprint') != fingerprint:
-    raise PretrainedError(
-        f'the latest checkpoint of stage {stage!r} in {workdir} has '
-        f'fingerprint {fingerprint[:12]}, summary.json records '
-        f'{str(summary.get("fingerprint"))[:12]}; re-run launch/main.py on '
-        'the workdir so that they agree, then export')
-  split = 'test' if 'test' in summary else config.eval.split
-  images = test_images(kind, config, CHECK_IMAGES)
-  file, size, sha = _write_npz(directory, name, flatten(variables))
-  return _record(directory, name, {
-      'file': file, 'bytes': size, 'sha256': sha, 'kind': kind,
-      'chain': chain_name or os.path.basename(os.path.normpath(workdir)),
-      'dataset': config.data.name, 'stage': stage,
-      'code_size': int(model.code_size), 'config': run_config,
-      'commit': commit or code_commit(), 'command': command,
-      'workdir': _relative(workdir), 'fingerprint': fingerprint,
-      'test': summary[split], 'split': split,
-      'check': {'images': len(images),
-                'mse': test_mse(model, variables, images)},
-      'exported': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds')})
-
-
-def _relative(path: str) -> str:
-  """`path` relative to the repository when inside it (as commands name it)."""
-  path = os.path.abspath(path)
-  if path.startswith(REPO_ROOT + os.sep):
-    return os.path.relpath(path, REPO_ROOT)
-  home = os.path.expanduser('~')
-  if path.startswith(home + os.sep):
-    return '~' + path[len(home):]  # No user's home directory in a manifest.
-  return path
-
-
-def _summary_stages(workdir: str) -> list:
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    return [s['stage'] for s in json.load(f)['stages']]
-
-
-def export_classifier(name: str, dataset: str = 'fashion_mnist',
-                      classifier_dir: Optional[str] = None,
-                      directory: str = DEFAULT_DIR,
-                      commit: Optional[str] = None) -> dict:
-  """Writes the external classifier of `dataset` (restored from
-  `classifier_dir`, default `classifier.default_classifier_dir`, with
-  evaluation's own restore) as `directory/name.npz` and its entry.
-
-  Raises:
-    PretrainedError: no finished classifier there, or one of another dataset.
-    classifier.ClassifierError: its checkpoint cannot be read.
-  """
-  _check_name(name)
-  if dataset not in CLASSIFIER_DATASETS:
-    raise PretrainedError(f'dataset {dataset!r} has no exportable classifier; '
-                          f'use one of {CLASSIFIER_DATASETS}')
-  data = _classifier_data(dataset)
-  classifier_dir = classifier_dir or classifier.default_classifier_dir(data)
-  record_path = os.path.join(classifier_dir, classifier.RECORD_FILE)
-  if not os.path.exists(record_path):
-    raise PretrainedError(f'{record_path} is missing: no finished classifier '
-                          'there; train it with launch/classifier.py or pass '
-                          '--classifier_dir')
-  with open(record_path) as f:
-    record = json.load(f)
-  if record['dataset'].get('name') != dataset:
-    raise PretrainedError(f'{classifier_dir} holds a classifier of '
-                          f'{record["dataset"]}, not {dataset}; pass the '
-                          'right --classifier_dir')
-  clf_config = ml_collections.ConfigDict(record['config'])
-  model = classifier.make_classifier(data, clf_config)
-  shape = classifier.classifier_image_shape(data, clf_config)
-  # pylint: disable-next=protected-access
-  variables = classifier._restore(classifier_dir, model, shape)
-  handle = classifier.ClassifierHandle(model, variables,
-                                       float(record['test_accuracy']),
-                                       image_size=int(shape[0]))
-  split = input_pipeline.load_split(data, 'test')
-  first = input_pipeline.Split(images=split.images[:CHECK_IMAGES],
-                               labels=split.labels[:CHECK_IMAGES])
-  file, size, sha = _write_npz(directory, name, flatten(variables))
-  return _record(directory, name, {
-      'file': file, 'bytes': size, 'sha256': sha, 'kind': 'classifier',
-      'chain': name, 'dataset': dataset, 'stage': dataset,
-      'config': record['config'], 'record': record,
-      'commit': commit or code_commit(),
-      'command': 'python launch/classifier.py (or the first launch/main.py '
-                 f'run on {dataset}), with configs/classifier.py',
-      'workdir': _relative(classifier_dir),
-      'fingerprint': checkpoint.fingerprint(variables),
-      'test': {'accuracy': float(record['test_accuracy'])}, 'split': 'test',
-      'check': {'images': len(first),
-                'accuracy': classifier_accuracy(handle, first)},
-      'exported': datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds')})
 
 
 # -------------------------------------------------------------------- load
@@ -513,7 +272,7 @@ def load_classifier(name: str, directory: str = DEFAULT_DIR
     raise PretrainedError(f'{name!r} in {os.path.join(directory, MANIFEST)} '
                           f'is a {e["kind"]} model, not a classifier; pick a '
                           'classifier entry')
-  shape = classifier.classifier_image_shape(_classifier_data(e['dataset']),
+  shape = classifier.classifier_image_shape(classifier_data(e['dataset']),
                                             config)
   variables = jax.tree.map(jnp.asarray, variables)
   return classifier.ClassifierHandle(
@@ -534,7 +293,7 @@ def install_classifier(name: str, classifier_dir: Optional[str] = None,
   """
   handle, e = load_classifier(name, directory)
   target = classifier_dir or classifier.default_classifier_dir(
-      _classifier_data(e['dataset']))
+      classifier_data(e['dataset']))
   record_path = os.path.join(target, classifier.RECORD_FILE)
   if os.path.exists(record_path):
     raise PretrainedError(f'{record_path} exists: {target} already holds a '

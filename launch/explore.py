@@ -35,6 +35,7 @@ from absl import logging
 
 from jacdistill import checkpoint
 from jacdistill import explore
+from jacdistill import explore_server
 from jacdistill import input_pipeline
 from jacdistill import pretrained
 from jacdistill import stages
@@ -68,7 +69,7 @@ def screenshot(url: str, path: str, chromium: str) -> None:
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
   with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=chromium,
-                                args=list(explore.CHROMIUM_ARGS))
+                                args=list(explore_server.CHROMIUM_ARGS))
     try:
       page = browser.new_page(viewport={'width': 1000, 'height': 760})
       page.goto(url)
@@ -90,7 +91,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO.
   try:
     explorer = build_explorer()
-    server = explore.make_server(explorer, _HOST.value, _PORT.value)
+    server = explore_server.make_server(explorer, _HOST.value, _PORT.value)
   except (explore.ExploreError, pretrained.PretrainedError, stages.ConfigError,
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
@@ -98,12 +99,12 @@ def main(argv):
   except OSError as e:  # The port is taken, or the address is not ours.
     sys.exit(f'error: cannot listen on {_HOST.value}:{_PORT.value} ({e}); '
              'pick another --port (0 = any free one)')
-  warning = explore.host_warning(_HOST.value)
+  warning = explore_server.host_warning(_HOST.value)
   if warning:
     print(warning, file=sys.stderr)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
-  url = explore.url_of(server)
+  url = explore_server.url_of(server)
   if _SCREENSHOT.value:
     try:
       screenshot(url, _SCREENSHOT.value, _CHROMIUM.value)

@@ -35,6 +35,7 @@ from absl import logging
 
 from jacdistill import checkpoint
 from jacdistill import classifier
+from jacdistill import export
 from jacdistill import input_pipeline
 from jacdistill import pretrained
 from jacdistill import stages
@@ -65,13 +66,13 @@ def main(argv):
     if not _NAME.value:
       sys.exit('error: pass --name=NAME, the name of the shipped model')
     if _CLASSIFIER.value:
-      entry = pretrained.export_classifier(
+      entry = export.export_classifier(
           _NAME.value, _DATASET.value, _CLASSIFIER_DIR.value, _DIRECTORY.value)
       score = f'test accuracy {entry["test"]["accuracy"]:.4f}'
     else:
       if not _WORKDIR.value:
         sys.exit('error: pass --workdir=W (or --classifier)')
-      entry = pretrained.export_stage(
+      entry = export.export_stage(
           _WORKDIR.value, _NAME.value, _STAGE.value, _DIRECTORY.value,
           _COMMAND.value, _CHAIN.value)
       score = (f'test MSE {entry["test"]["mse"]:.5f}, first '

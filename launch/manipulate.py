@@ -43,7 +43,7 @@ from PIL import Image
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import explore
+from jacdistill import editing
 from jacdistill import input_pipeline
 from jacdistill import pictures
 from jacdistill import pretrained
@@ -94,8 +94,8 @@ def parse_edits(specs, names) -> list[tuple[int, float]]:
 
 def load_images(paths, config, kind: str = 'attribute') -> np.ndarray:
   """uint8 (N, S, S, C) images prepared as the training data was
-  (`explore.prepare_image`)."""
-  native, size, channels = explore.image_geometry(kind, config, config.model)
+  (`editing.prepare_image`)."""
+  native, size, channels = editing.image_geometry(kind, config, config.model)
   out = []
   for path in paths:
     try:
@@ -103,7 +103,7 @@ def load_images(paths, config, kind: str = 'attribute') -> np.ndarray:
       img.load()
     except (OSError, ValueError, SyntaxError) as e:
       raise ManipulateError(f'cannot read image {path}: {e}') from None
-    out.append(explore.prepare_image(img, native, size, channels))
+    out.append(editing.prepare_image(img, native, size, channels))
   return np.stack(out)
 
 
@@ -160,7 +160,7 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
   kind, config, model, variables = load_model(workdir, stage, pretrained_name,
                                               directory)
   value_range = train.value_range_of(model)
-  names = explore.edit_names(kind, config, model.code_size)
+  names = editing.edit_names(kind, config, model.code_size)
   edits = parse_edits(sets, names)
   lo, hi, steps = sweep_range
   if sweep is not None:
@@ -190,7 +190,7 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
   one_hot = kind == 'attribute' and attr_chain.classes_are_attributes(config)
 
   def edited(pairs):
-    return decode(explore.apply_edits(code, pairs, kind, num_attributes,
+    return decode(editing.apply_edits(code, pairs, kind, num_attributes,
                                       one_hot))
 
   fmt = lambda v: f'{v:g}'

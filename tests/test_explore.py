@@ -25,7 +25,10 @@ from configs import fashion_grow
 from jacdistill import attr_chain
 from jacdistill import attributes
 from jacdistill import chain
+from jacdistill import editing
 from jacdistill import explore
+from jacdistill import explore_server
+from jacdistill import export
 from jacdistill import pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +60,7 @@ def attr_explorer(runs):
 @pytest.fixture(scope='module')
 def server(grow_explorer):
   """A running server for the growth explorer: (explorer, 'host:port')."""
-  srv = explore.make_server(grow_explorer, '127.0.0.1', 0)
+  srv = explore_server.make_server(grow_explorer, '127.0.0.1', 0)
   thread = threading.Thread(target=srv.serve_forever, daemon=True)
   thread.start()
   host, port = srv.server_address[:2]
@@ -99,7 +102,7 @@ def test_growth_info_labels_teacher_dims_and_uses_test_percentiles(
 def test_encode_and_decode_agree_with_the_model(grow_explorer):
   reply = grow_explorer.encode_test({'test': 3})
   image = grow_explorer.test_images[3]
-  np.testing.assert_array_equal(explore.decode_data_url(reply['original']),
+  np.testing.assert_array_equal(editing.decode_data_url(reply['original']),
                                 image)
   stage = grow_explorer.stages['1']
   code = reply['stages']['1']['code']
@@ -112,14 +115,14 @@ def test_encode_and_decode_agree_with_the_model(grow_explorer):
   edited[2], edited[0] = 1.5, -0.25
   assert out['stages']['1']['code'] == [float(v) for v in edited]
   np.testing.assert_array_equal(
-      explore.decode_data_url(out['stages']['1']['image']),
+      editing.decode_data_url(out['stages']['1']['image']),
       stage.decode(edited))
   teacher = out['stages']['0']['code']
   assert teacher[0] == -0.25
   assert teacher[1] == pytest.approx(reply['stages']['0']['code'][1])
-  recon = explore.decode_data_url(reply['stages']['1']['reconstruction'])
+  recon = editing.decode_data_url(reply['stages']['1']['reconstruction'])
   assert np.abs(recon.astype(int) -
-                explore.decode_data_url(out['stages']['1']['image'])).max() > 0
+                editing.decode_data_url(out['stages']['1']['image'])).max() > 0
 
 
 def test_attribute_sliders_are_named_and_edits_follow_edit_codes(
@@ -141,9 +144,9 @@ def test_attribute_sliders_are_named_and_edits_follow_edit_codes(
   np.testing.assert_array_equal(out['stages']['student8']['code'], expected)
   stage = attr_explorer.stages['student8']
   np.testing.assert_array_equal(
-      explore.decode_data_url(out['stages']['student8']['image']),
+      editing.decode_data_url(out['stages']['student8']['image']),
       stage.decode(expected))
-  assert explore.decode_data_url(reply['original']).shape == (32, 32, 1)
+  assert editing.decode_data_url(reply['original']).shape == (32, 32, 1)
 
 
 @pytest.mark.parametrize('request_, match', [
@@ -176,11 +179,11 @@ def test_bad_decode_requests_are_refused(grow_explorer, request_, match):
 def test_uploads_are_prepared_as_training_images(grow_explorer):
   rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), np.uint8)
   reply = grow_explorer.encode_upload(_png(rgb))
-  prepared = explore.prepare_image(Image.fromarray(rgb), 28, 28, 1)
-  np.testing.assert_array_equal(explore.decode_data_url(reply['original']),
+  prepared = editing.prepare_image(Image.fromarray(rgb), 28, 28, 1)
+  np.testing.assert_array_equal(editing.decode_data_url(reply['original']),
                                 prepared)
   jpeg = grow_explorer.encode_upload(_png(rgb, 'JPEG'))
-  assert explore.decode_data_url(jpeg['original']).shape == (28, 28, 1)
+  assert editing.decode_data_url(jpeg['original']).shape == (28, 28, 1)
 
 
 def _bad_uploads():
@@ -232,15 +235,15 @@ def test_the_copy_command_draws_the_same_edit(runs, grow_explorer):
   # Columns: input, reconstruction, dim2 alone, dim0 alone, all edits.
   tile = grid[1:29, 1 + 4 * 29:5 * 29]
   np.testing.assert_array_equal(
-      tile[..., :1], explore.decode_data_url(out['stages']['1']['image']))
+      tile[..., :1], editing.decode_data_url(out['stages']['1']['image']))
 
 
 def test_from_pretrained_groups_a_chain(runs, tmp_path):
   directory = str(tmp_path)
   for stage in (0, 1):
-    pretrained.export_stage(runs[0], f'g{stage}', stage, directory,
-                            command='python launch/main.py x',
-                            chain_name='g')
+    export.export_stage(runs[0], f'g{stage}', stage, directory,
+                        command='python launch/main.py x',
+                        chain_name='g')
   explorer = explore.Explorer.from_pretrained(['g1'], directory)
   assert list(explorer.stages) == ['g0', 'g1']
   assert (explorer.primary, explorer.compare) == ('g1', 'g0')
@@ -281,7 +284,7 @@ def test_http_round_trip(server):
   edited = np.array(code, np.float32)
   edited[1] = 0.5
   np.testing.assert_array_equal(
-      explore.decode_data_url(json.loads(body)['stages']['1']['image']),
+      editing.decode_data_url(json.loads(body)['stages']['1']['image']),
       explorer.stages['1'].decode(edited))
 
 
@@ -375,10 +378,10 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_a_host_other_than_loopback_warns():
-  assert explore.host_warning('127.0.0.1') is None
-  assert explore.host_warning('localhost') is None
-  assert explore.host_warning('::1') is None
-  assert 'anyone' in explore.host_warning('0.0.0.0')
+  assert explore_server.host_warning('127.0.0.1') is None
+  assert explore_server.host_warning('localhost') is None
+  assert explore_server.host_warning('::1') is None
+  assert 'anyone' in explore_server.host_warning('0.0.0.0')
 
 
 # --------------------------------------------------------------- browser
@@ -400,7 +403,7 @@ def test_the_page_in_a_browser(server, tmp_path):
   explorer, address = server
   with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=CHROMIUM,
-                                args=list(explore.CHROMIUM_ARGS))
+                                args=list(explore_server.CHROMIUM_ARGS))
     try:
       page = browser.new_page(viewport={'width': 1000, 'height': 800})
       errors = []
@@ -427,7 +430,7 @@ def test_the_page_in_a_browser(server, tmp_path):
       code = np.array(state['reply']['stages']['1']['code'], np.float32)
       edit = state['request']['edits'][-1]
       assert edit[0] == 2 and code[2] == np.float32(edit[1])
-      np.testing.assert_array_equal(explore.decode_data_url(after),
+      np.testing.assert_array_equal(editing.decode_data_url(after),
                                     explorer.stages['1'].decode(code))
       # The teacher beside it, on the same edit (dim 2 is not its).
       assert page.get_attribute('#edited-compare', 'src')

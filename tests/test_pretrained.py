@@ -22,6 +22,7 @@ from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import classifier
+from jacdistill import export
 from jacdistill import input_pipeline
 from jacdistill import pretrained
 from jacdistill import stages
@@ -52,8 +53,8 @@ def runs(tmp_path_factory):
 def shipped(runs, tmp_path):
   """A pretrained directory with the growth run's stage 1 exported."""
   directory = str(tmp_path / 'pretrained')
-  entry = pretrained.export_stage(runs[0], 'grow_k3', 1, directory,
-                                  command=COMMAND, chain_name='grow')
+  entry = export.export_stage(runs[0], 'grow_k3', 1, directory,
+                              command=COMMAND, chain_name='grow')
   return directory, entry
 
 
@@ -89,8 +90,8 @@ def test_load_returns_the_stage_and_reproduces_its_check(runs, shipped):
   _, ref_model, ref_vars = chain.load_stage(runs[0], 1)
   assert model == ref_model
   assert checkpoint.fingerprint(variables) == checkpoint.fingerprint(ref_vars)
-  images = pretrained.test_images('growth', config, pretrained.CHECK_IMAGES)
-  assert abs(pretrained.test_mse(model, variables, images) -
+  images = pretrained.test_images('growth', config, export.CHECK_IMAGES)
+  assert abs(export.test_mse(model, variables, images) -
              entry['check']['mse']) < 1e-6
   # The entry's test MSE is summary.json's, over the same (smoke) split.
   assert abs(entry['check']['mse'] - entry['test']['mse']) < 1e-6
@@ -99,9 +100,9 @@ def test_load_returns_the_stage_and_reproduces_its_check(runs, shipped):
 def test_an_attribute_stage_round_trips(runs, tmp_path):
   directory = str(tmp_path)
   for stage in ('teacher', 'student8'):
-    pretrained.export_stage(runs[1], f'attr_{stage}', stage, directory,
-                            command='python launch/main.py x',
-                            chain_name='attr')
+    export.export_stage(runs[1], f'attr_{stage}', stage, directory,
+                        command='python launch/main.py x',
+                        chain_name='attr')
   assert pretrained.chain_members('attr_student8', directory) == [
       'attr_teacher', 'attr_student8']
   config, model, variables, entry = pretrained.load('attr_student8',
@@ -111,7 +112,7 @@ def test_an_attribute_stage_round_trips(runs, tmp_path):
   # Fader MSE is in [0, 1] units: [-1, 1] pixels' MSE / 4.
   images = pretrained.test_images('attribute', config)
   assert images.shape[1:] == (32, 32, 1)
-  assert abs(pretrained.test_mse(model, variables, images) -
+  assert abs(export.test_mse(model, variables, images) -
              entry['test']['mse']) < 1e-5
 
 
@@ -161,24 +162,24 @@ def test_wrong_shapes_are_refused_after_the_hash(shipped):
 def test_export_needs_a_command_and_a_finished_stage(runs, tmp_path):
   grow = runs[0]
   with pytest.raises(pretrained.PretrainedError, match='--command'):
-    pretrained.export_stage(grow, 'x', 0, str(tmp_path))
+    export.export_stage(grow, 'x', 0, str(tmp_path))
   with pytest.raises(pretrained.PretrainedError, match='plain file name'):
-    pretrained.export_stage(grow, '../x', 0, str(tmp_path), command=COMMAND)
+    export.export_stage(grow, '../x', 0, str(tmp_path), command=COMMAND)
   with pytest.raises(stages.ConfigError):
-    pretrained.export_stage(grow, 'x', 7, str(tmp_path), command=COMMAND)
+    export.export_stage(grow, 'x', 7, str(tmp_path), command=COMMAND)
 
 
 def test_the_command_is_read_from_the_log(tmp_path):
   log = tmp_path / 'log.txt'
-  assert pretrained.command_from_log(str(tmp_path)) is None
+  assert export.command_from_log(str(tmp_path)) is None
   log.write_text('I1202 03:32:45 sweep.py:65] start a: /work/x/launch/main.py '
                  '--config=configs/fashion_grow.py:quick --config.seed=0\n'
                  'later lines\n')
-  assert pretrained.command_from_log(str(tmp_path)) == (
+  assert export.command_from_log(str(tmp_path)) == (
       'python launch/main.py --config=configs/fashion_grow.py:quick '
       '--config.seed=0')
   log.write_text('I1202 main.py:75] workdir /w: summary.json ...\n')
-  assert pretrained.command_from_log(str(tmp_path)) is None
+  assert export.command_from_log(str(tmp_path)) is None
 
 
 def test_export_cli_errors_are_one_line(runs, tmp_path):
@@ -205,15 +206,15 @@ def test_shipped_models_reproduce_their_check():
     if entry['kind'] == 'classifier':
       handle, _ = pretrained.load_classifier(name)
       split = input_pipeline.load_split(
-          pretrained._classifier_data(entry['dataset']), 'test')  # pylint: disable=protected-access
+          pretrained.classifier_data(entry['dataset']), 'test')
       first = input_pipeline.Split(images=split.images[:1000],
                                    labels=split.labels[:1000])
-      assert pretrained.classifier_accuracy(handle, first) == pytest.approx(
+      assert export.classifier_accuracy(handle, first) == pytest.approx(
           entry['check']['accuracy'], abs=1e-9), name
       continue
     config, model, variables, _ = pretrained.load(name)
     images = pretrained.test_images(entry['kind'], config, 1000)
-    mse = pretrained.test_mse(model, variables, images)
+    mse = export.test_mse(model, variables, images)
     assert abs(mse - entry['check']['mse']) < 1e-4, (name, mse)
     assert entry['check']['images'] == 1000
 
@@ -224,7 +225,7 @@ def test_a_shipped_classifier_installs_where_the_runs_look(tmp_path):
     pytest.skip('no shipped classifier')
   target = str(tmp_path / 'clf')
   assert pretrained.install_classifier(name, target) == target
-  data = pretrained._classifier_data('fashion_mnist')  # pylint: disable=protected-access
+  data = pretrained.classifier_data('fashion_mnist')
   trained = []
   handle = classifier.load_or_train_classifier(
       data, classifier_config.get_config(), target,
