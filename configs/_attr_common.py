@@ -35,6 +35,29 @@ def stage(nuisance, init='', teacher='', trainable='all', epochs=0, steps=0,
   c.epochs = epochs  # Epochs of this stage; 0 = train.epochs_per_stage.
   c.steps = steps  # Steps of this stage; 0 = train.steps_per_stage, else the epochs.
   c.loss = loss(**weights)  # Loss weights of this stage.
+  c.kind = 'autoencoder'  # Scores in the code; 'fader': fader_stage's model.
+  return c
+
+
+def fader_stage(nuisance, weight, ramp_steps, hidden=(512, 512), epochs=0,
+                steps=0):
+  """The Fader Networks baseline (Lample et al. 2017; jacdistill/fader.py).
+
+  The attributes are not in the code but fed to the decoder; a latent
+  discriminator (an MLP of widths `hidden` on the nuisance code) learns to
+  predict them, and the encoder to fool it, with `100 rec + lambda adv`,
+  lambda ramped linearly from 0 to `weight` over `ramp_steps` steps
+  (upstream: 1e-4 for a reconstruction weight of 1, over 500,000 steps).
+  Fresh, no teacher, no label hinge; its edits set the decoder's attribute
+  input. The discriminator has the train fields' optimiser.
+  """
+  c = stage(nuisance, epochs=epochs, steps=steps, rec=100.0)
+  c.kind = 'fader'
+  c.adversary = ml_collections.ConfigDict()
+  c.adversary.weight = weight  # Adversarial term's weight after the ramp.
+  c.adversary.ramp_steps = ramp_steps  # Steps of the ramp from 0 (0: none).
+  c.adversary.hidden = hidden  # Discriminator's hidden widths.
+  c.adversary.learning_rate = 0.0  # Discriminator's; 0 = train.learning_rate.
   return c
 
 

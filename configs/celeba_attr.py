@@ -5,10 +5,12 @@ of a Fader-style autoencoder. The teacher (nuisance 512 x 2x2) learns them
 from the labels, then its decoder alone is fine-tuned with cycle losses;
 students grown to 1024 and 2048 nuisance channels learn the scores from that
 frozen teacher alone (Jacobian + score match, no labels); a baseline of the
-largest student's size learns from the labels without a teacher. Upstream's
-schedule, with its stage letters and epochs: A teacher (100), B
-teacher_cycle (100), C student1024 (200; grown from B, supervised by B), D
-student2048 (200; grown from C, supervised by B, not C).
+largest student's size learns from the labels without a teacher, and so
+does a Fader Networks baseline of that size (attributes fed to the decoder,
+a latent discriminator). Upstream's schedule, with its stage letters and
+epochs: A teacher (100), B teacher_cycle (100), C student1024 (200; grown
+from B, supervised by B), D student2048 (200; grown from C, supervised by
+B, not C).
 
 Images: tfds `celeb_a` (never downloaded here; README.md, "CelebA"), rows
 20:-20 (178x178), resized to data.image_size, in [-1, 1], flipped at random
@@ -52,7 +54,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
 
   # Stages run in this order; each names earlier stages only.
   c.stage_order = ('teacher', 'teacher_cycle', 'student1024', 'student2048',
-                   'baseline2048')
+                   'baseline2048', 'fader2048')
   c.stages = ml_collections.ConfigDict()
   # A: labels teach the scores; 100 rec + 0.1 hinge + 0.1 xcov (upstream).
   c.stages.teacher = common.stage(512, epochs=100, rec=100.0, attr=0.1,
@@ -75,6 +77,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Baseline: the teacher's recipe (labels, no teacher) at the largest
   # student's code size, from a fresh initialisation.
   c.stages.baseline2048 = common.stage(2048, rec=100.0, attr=0.1, xcov=0.1)
+  # Fader Networks at the same size: upstream's weight 1e-4 relative to the
+  # reconstruction (here 100 rec), ramped over its 500,000 steps.
+  c.stages.fader2048 = common.fader_stage(2048, 100.0 * 1e-4,
+                                          ramp_steps=500_000)
 
   # Upstream: 100 epochs each for A and B (set above), 200 each for C and D;
   # the baseline gets as many as A + B.
@@ -99,6 +105,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.stages.student1024.nuisance = 4
     c.stages.student2048.nuisance = 6
     c.stages.baseline2048.nuisance = 6
+    c.stages.fader2048.nuisance = 6
+    c.stages.fader2048.adversary.ramp_steps = 2
+    c.stages.fader2048.adversary.hidden = (8,)
     c.train.batch_size = 4
     c.train.steps_per_stage = 3
     c.train.shuffle_buffer = 16

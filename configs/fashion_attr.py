@@ -6,7 +6,9 @@ padded 28 -> 32 and scaled to [-1, 1]. A Fader-style teacher with a small
 nuisance code learns the attribute scores from the labels; students with
 longer nuisance codes, grown from it, learn them from the teacher alone
 (Jacobian + score match, no labels); a baseline of the largest student's size
-learns from the labels without a teacher.
+learns from the labels without a teacher, and a Fader Networks baseline of
+that size (`fader32`: attributes fed to the decoder, a latent discriminator)
+from the labels too.
 
   python launch/main.py --config=configs/fashion_attr.py:quick --workdir=workdirs/fashion_attr_quick
   python launch/main.py --config=configs/fashion_attr.py --workdir=workdirs/fashion_attr
@@ -29,6 +31,8 @@ EPOCHS = 20  # Epochs of a stage in the recipe.
 TEACHER_HINGE = 100.0  # Label hinge weight of the teacher (and baseline).
 TEACHER_NUISANCE = 2  # Nuisance channels of the teacher.
 QUICK_STEPS = 2000  # Steps of a stage in the 'quick' variant.
+STEPS_PER_EPOCH = 60000 // 64  # Of the full training split at batch 64.
+FADER_WEIGHT = 0.1  # Adversarial weight of fader32 (FADER_GRID to choose it).
 
 
 def get_config(variant: str = '') -> ml_collections.ConfigDict:
@@ -62,7 +66,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # terms of the recipe's students.
   c.stage_order = ('teacher', 'student8', 'student32', 'lat_student8',
                    'lat_student32', 'jac_student8', 'jac_student32',
-                   'baseline32')
+                   'baseline32', 'fader32')
   c.stages = ml_collections.ConfigDict()
   # Labels teach the attribute scores. The nuisance size and the label
   # hinge weight were chosen on the validation split (validation_sweep
@@ -90,6 +94,11 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # long as student32's lineage (teacher, student8, student32) together.
   c.stages.baseline32 = common.stage(32, epochs=3 * EPOCHS, rec=100.0,
                                      attr=TEACHER_HINGE, xcov=0.1)
+  # Fader Networks at the same size and budget; the adversarial weight
+  # ramps up over the first third of it (as upstream's 500k of 1.5M steps).
+  c.stages.fader32 = common.fader_stage(
+      32, FADER_WEIGHT, ramp_steps=EPOCHS * STEPS_PER_EPOCH,
+      hidden=(256, 256), epochs=3 * EPOCHS)
 
   common.add_run_fields(c, epochs_per_stage=EPOCHS, eval_batch_size=500,
                         flip_examples=1000)
@@ -97,6 +106,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   if variant == 'quick':
     c.train.steps_per_stage = QUICK_STEPS
     c.stages.baseline32.steps = 3 * QUICK_STEPS
+    c.stages.fader32.steps = 3 * QUICK_STEPS
+    c.stages.fader32.adversary.ramp_steps = QUICK_STEPS
     c.checkpoint.every_steps = 500
   elif variant == 'smoke':
     c.data.limit = 256
@@ -110,6 +121,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
       c.stages[prefix + 'student32'].nuisance = 6
     c.stages.baseline32.nuisance = 6
     c.stages.baseline32.steps = 3 * 3
+    c.stages.fader32.nuisance = 6
+    c.stages.fader32.steps = 3 * 3
+    c.stages.fader32.adversary.ramp_steps = 4
+    c.stages.fader32.adversary.hidden = (16,)
     c.train.steps_per_stage = 3
     c.checkpoint.every_steps = 2
     c.log.every_steps = 2
@@ -145,10 +160,26 @@ VALIDATION = 10000  # Training images held out for those choices.
 
 def sweep(add):
   """The attribute-chain ablation, 3 seeds (workdirs `chain_s<seed>`):
-  teacher, the recipe's students, the lat-only and jac-only students and
-  the baseline, each seed one chain."""
+  teacher, the recipe's students, the lat-only and jac-only students, the
+  baseline and the Fader Networks baseline, each seed one chain. A chain
+  run before fader32 existed resumes with it appended: its finished stages
+  are kept."""
   for seed in SEEDS:
     add(f'chain_s{seed}', seed=seed)
+
+
+# Fader Networks' adversarial weight, chosen on the validation split.
+FADER_GRID = (0.01, 0.1, 1.0)
+
+
+def fader_validation_sweep(add):
+  """fader32-only runs over FADER_GRID, trained without the last VALIDATION
+  training images and scored on them (seed 0)."""
+  for weight in FADER_GRID:
+    add(f'fader_adv{weight:g}', **{
+        'stage_order': ('fader32',), 'data.validation': VALIDATION,
+        'eval.split': 'validation',
+        'stages.fader32.adversary.weight': weight})
 
 
 def validation_sweep(add):

@@ -7,7 +7,10 @@ CelebA streamed from tfds with its own (independent) attributes and scored
 on `eval.test_examples` images read into memory. Each stage is a
 `FaderAutoencoder` with its own nuisance size; it starts from a fresh
 initialisation or from an earlier stage by `growth.grow` (`init`), and may be
-supervised by another earlier, frozen stage (`teacher`). A stage with
+supervised by another earlier, frozen stage (`teacher`). A stage of
+`kind='fader'` is the Fader Networks baseline instead (`fader.py`): a
+`FaderNetwork`, fed the attributes, and its latent discriminator, from a
+fresh initialisation; its edits set the decoder's attribute input. A stage with
 `trainable='decoder'` (upstream's cycle fine-tuning of the teacher) keeps its
 init stage's encoder exactly and trains the decoder. Stage `name` writes
 under `workdir/name/`: orbax checkpoints, TensorBoard events and `edits.png`
@@ -21,17 +24,20 @@ checkpoint, and stage i's batch at step s depends on (seed, i, s) alone,
 streamed or not.
 """
 
+import functools
 import json
 import os
 from typing import Callable, Optional
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from jacdistill import attributes
 from jacdistill import celeba
+from jacdistill import fader
 from jacdistill import input_pipeline
 from jacdistill import metrics
 from jacdistill import models
@@ -44,6 +50,9 @@ Hooks = stages.Hooks
 VALUE_RANGE = '-11'  # The Fader decoder ends in tanh.
 # In memory (classes as one-hot attributes), or streamed (CelebA).
 DATASETS = input_pipeline.IN_MEMORY_DATASETS + (celeba.CELEB_A,)
+# A stage's model: the attribute scores in the code (the teacher, students
+# and baselines), or Fader Networks (the attributes fed to the decoder).
+KINDS = ('autoencoder', 'fader')
 
 
 def validate(config) -> list[str]:
@@ -82,6 +91,7 @@ def validate(config) -> list[str]:
       raise ConfigError(f'stages.{name} has loss.jac or loss.lat > 0 but no '
                         f'teacher; set stages.{name}.teacher or zero them')
     _validate_trainable(config, name)
+    _validate_kind(config, name, order[:i])
   if config.train.batch_size < 1:
     raise ConfigError(f'train.batch_size={config.train.batch_size} must be >= 1')
   if config.eval.test_examples < 0 or config.eval.flip_examples < 0:
@@ -117,6 +127,40 @@ def _validate_trainable(config, name: str) -> None:
                       f'of {stage.init!r}, so its nuisance must be that '
                       f"stage's ({config.stages[stage.init].nuisance}), not "
                       f'{stage.nuisance}')
+
+
+def _validate_kind(config, name: str, earlier: list[str]) -> None:
+  """A Fader stage stands alone: fresh, no teacher, reconstruction and its
+  adversary only; no stage grows from it or learns from it (its code holds
+  the given attributes, not scores)."""
+  stage = config.stages[name]
+  kind = _field(stage, 'kind')
+  if kind not in KINDS:
+    raise ConfigError(f'stages.{name}.kind={kind!r} is not one of {KINDS}')
+  for field in ('init', 'teacher'):
+    if stage[field] in earlier and _field(config.stages[stage[field]],
+                                          'kind') == 'fader':
+      raise ConfigError(f'stages.{name}.{field}={stage[field]!r} is a Fader '
+                        'stage, which no stage grows from or learns from')
+  if kind != 'fader':
+    return
+  if stage.init or stage.teacher or _field(stage, 'trainable') != 'all':
+    raise ConfigError(f"stages.{name} (kind='fader') starts fresh and has no "
+                      "teacher; set its init and teacher to '' and its "
+                      "trainable to 'all'")
+  weights = _weights(config, name)
+  others = [f for f in ('lat', 'jac', 'xcov', 'attr', 'cycle_attr', 'cycle_z')
+            if getattr(weights, f) > 0]
+  if others:
+    raise ConfigError(f"stages.{name} (kind='fader') trains on rec and its "
+                      f'adversary only; set stages.{name}.loss.'
+                      f'{others[0]} to 0')
+  adv = stage.adversary
+  if not adv.weight >= 0 or adv.ramp_steps < 0 or not adv.hidden:
+    raise ConfigError(f'stages.{name}.adversary needs weight >= 0, '
+                      f'ramp_steps >= 0 and hidden widths; got weight='
+                      f'{adv.weight}, ramp_steps={adv.ramp_steps}, hidden='
+                      f'{tuple(adv.hidden)}')
 
 
 def _validate_data(config) -> None:
@@ -158,9 +202,11 @@ def _weights(config, name: str) -> train.LossWeights:
     raise ConfigError(f'stages.{name}.loss: {e}') from e
 
 
-def build_model(config, nuisance: int) -> models.FaderAutoencoder:
+def build_model(config, nuisance: int,
+                kind: str = 'autoencoder') -> models.FaderAutoencoder:
   m = config.model
-  return models.FaderAutoencoder(
+  cls = models.FaderNetwork if kind == 'fader' else models.FaderAutoencoder
+  return cls(
       image_size=config.data.image_size, num_attributes=m.num_attributes,
       nuisance=nuisance, init_channels=m.init_channels,
       max_channels=m.max_channels, image_channels=m.image_channels)
@@ -169,9 +215,11 @@ def build_model(config, nuisance: int) -> models.FaderAutoencoder:
 def make_stage(config, workdir: str, name: str) -> stages.Stage:
   """The stage `name` of the attribute chain of `config` in `workdir`."""
   spec = config.stages[name]
-  model = build_model(config, spec.nuisance)
+  kind = _field(spec, 'kind')
+  model = build_model(config, spec.nuisance, kind)
   trainable = _field(spec, 'trainable')
   index = list(config.stage_order).index(name)
+  keys = train.stage_keys(config.seed, index)
   return stages.Stage(
       index=index, label=f'stage {name} (code {model.code_size})',
       dir=os.path.join(workdir, name), model=model,
@@ -180,8 +228,28 @@ def make_stage(config, workdir: str, name: str) -> stages.Stage:
           config.train.learning_rate, config.train.weight_decay,
           config.train.b1, config.train.b2, config.train.clip_norm,
           trainable=trainable),
-      trainable=trainable, keys=train.stage_keys(config.seed, index),
-      inputs=('image', 'attributes'))
+      trainable=trainable, keys=keys, inputs=('image', 'attributes'),
+      trainer=(_fader_trainer(config, spec, model, keys) if kind == 'fader'
+               else None))
+
+
+def _fader_trainer(config, spec, model: models.FaderNetwork,
+                   keys: train.StageKeys) -> stages.Trainer:
+  """A Fader stage's state (its discriminator's too) and step."""
+  t, adv = config.train, spec.adversary
+  adversary = fader.Adversary(
+      discriminator=models.LatentDiscriminator(
+          num_attributes=model.num_attributes, hidden=tuple(adv.hidden)),
+      tx=train.make_optimizer(adv.learning_rate or t.learning_rate,
+                              t.weight_decay, t.b1, t.b2, t.clip_norm),
+      weight=adv.weight, ramp_steps=adv.ramp_steps,
+      # The autoencoder's initialisation takes keys.init itself.
+      init_key=jax.random.fold_in(keys.init, 1))
+  return stages.Trainer(
+      create_state=functools.partial(fader.create_state, adversary, model),
+      make_step=lambda model, teacher, tx, weights, learning_rate, trainable: (
+          fader.make_train_step(adversary, model, tx, weights, learning_rate)),
+      variables_of=fader.variables_of)
 
 
 class _AttributeBatcher:
@@ -226,6 +294,7 @@ class _Data:
     num_train: examples in the train split.
     test_images: the first `eval.test_examples` images (0 = all) of
       `eval.split`, uint8 or float32 in [-1, 1], (N, S, S, C).
+    test_attributes: their attributes, float32 (N, A) in {-1, +1}.
   """
 
   def __init__(self, config):
@@ -235,13 +304,16 @@ class _Data:
     if self._streamed:
       self.num_train = celeba.celeb_a_num_examples(config.data,
                                                            'train')
-      self.test_images = celeba.celeb_a_arrays(
-          config.data, config.eval.split, n)['image']
+      test = celeba.celeb_a_arrays(config.data, config.eval.split, n)
+      self.test_images = test['image']
+      self.test_attributes = test['attributes'].astype(np.float32)
     else:
       self._train = load_split(config, 'train')
       self.num_train = len(self._train)
-      self.test_images = load_split(config, config.eval.split).images[
-          :n or None]
+      test = load_split(config, config.eval.split)
+      self.test_images = test.images[:n or None]
+      self.test_attributes = input_pipeline.one_hot_attributes(
+          test.labels[:n or None], config.model.num_attributes)
 
   def batcher(self, index: int):
     """Stage `index`'s batches: `batch(step)` -> {'image', 'attributes'}."""
@@ -289,18 +361,45 @@ def classes_are_attributes(cfg) -> bool:
   return cfg.data.name in input_pipeline.IN_MEMORY_DATASETS
 
 
+def fader_codes(model: models.FaderNetwork, variables, images: np.ndarray,
+                attributes: np.ndarray, batch_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """A Fader model's codes `[attributes ; vec(z)]` (N, A + 4 N') of a split
+  and its per-image MSEs (N,) in [0, 1] pixel units, reconstructed under
+  the images' own attributes (`train.encode_split`'s counterpart)."""
+  value_range = train.value_range_of(model)
+
+  @jax.jit
+  def apply(x, t):
+    x = train.to_float(x, value_range)
+    x_hat, code = model.apply(variables, x, t, train=False)
+    return code, jnp.mean(jnp.square(x - x_hat).reshape(x.shape[0], -1), 1)
+
+  parts = [apply(images[i:i + batch_size], attributes[i:i + batch_size])
+           for i in range(0, len(images), batch_size)]
+  return (np.concatenate([np.asarray(p[0]) for p in parts]),
+          np.concatenate([np.asarray(p[1]) for p in parts]) / 4.0)
+
+
 def evaluate_stage(stage: stages.Stage, config, variables,
-                   test_images: np.ndarray, writer, predictor) -> dict:
+                   test_images: np.ndarray, writer, predictor,
+                   test_attributes: Optional[np.ndarray] = None) -> dict:
   """PSNR and flip accuracy (with `predictor`, from `_flip_predictor`, if
   not None) of a finished stage on `eval.split`, as `{split: {metric:
-  value}}`, and the edit grid of its first images."""
+  value}}`, and the edit grid of its first images. A Fader stage
+  (`models.FaderNetwork`) reconstructs under `test_attributes` (N, A), and
+  its edits set them."""
   cfg = config
   a = cfg.model.num_attributes
   n = len(test_images)
   model = stage.model
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
-  codes, mse01 = train.encode_split(model, variables, test_images,
-                                    cfg.eval.batch_size)
+  if isinstance(model, models.FaderNetwork):
+    codes, mse01 = fader_codes(model, variables, test_images,
+                               test_attributes, cfg.eval.batch_size)
+  else:
+    codes, mse01 = train.encode_split(model, variables, test_images,
+                                      cfg.eval.batch_size)
   out = metrics.reconstruction_scores(mse01)
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
@@ -364,12 +463,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     describe = {'stage': index, 'name': name, 'nuisance': spec.nuisance,
                 'code_size': stage.model.code_size, 'init': spec.init or None,
                 'teacher': spec.teacher or None,
-                'trainable': stage.trainable}
+                'trainable': stage.trainable, 'kind': _field(spec, 'kind')}
     variables, entry, scored = stages.run(
         stage, config, variables, teacher, batcher, total, hooks, mesh,
         done.get(name), describe, settings,
         lambda v, writer, stage=stage: evaluate_stage(
-            stage, config, v, data.test_images, writer, predictor))
+            stage, config, v, data.test_images, writer, predictor,
+            data.test_attributes))
     done[name] = entry
     summary['stages'] = [done[n] for n in order if n in done]
     stages.write_summary(workdir, summary)

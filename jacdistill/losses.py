@@ -156,3 +156,21 @@ def cycle_consistency(code_re: Array, code_in: Array,
   if code_in.shape[1] == k:
     return attr, jnp.zeros((), code_re.dtype)
   return attr, latent_match(code_re[:, k:], code_in[:, k:])
+
+
+def attribute_logistic(logits: Array, targets: Array) -> Array:
+  """Logistic loss of attribute logits: `sum_attr log(1 + exp(-l * t))`,
+  averaged over the batch (a two-way cross-entropy per attribute, summed
+  over the attributes as Fader Networks' discriminator loss is).
+
+  Fader Networks' encoder minimises it against the flipped targets `-t`: it
+  is trained to make the latent discriminator predict the opposite of every
+  attribute.
+
+  Args:
+    logits: (B, A), attribute a present iff its logit is > 0.
+    targets: (B, A) in {-1, +1}.
+  Returns:
+    A scalar.
+  """
+  return jnp.sum(jax.nn.softplus(-logits * targets)) / logits.shape[0]

@@ -1,4 +1,5 @@
-"""The three autoencoders: MLP (28x28), conv (32x32x3) and Fader-style.
+"""The autoencoders: MLP (28x28), conv (32x32x3), Fader-style, and the
+Fader Networks baseline built on the last.
 
 Every model has the same surface, so the train step, growth and evaluation never
 look inside one:
@@ -250,14 +251,18 @@ class FaderAutoencoder(nn.Module):
                 for i, ch in enumerate(widths)]
     self.enc_bn = [nn.BatchNorm(momentum=0.9, name=f'enc_bn_{i}')
                    for i in range(1, len(widths))]
-    self.enc_out = layers.DownConv(self.num_attributes + self.nuisance,
-                                   name='enc_out')
+    self.enc_out = layers.DownConv(self.code_channels, name='enc_out')
     dec_widths = list(reversed(widths))
     self.dec_in = layers.UpConv(dec_widths[0], name='dec_in')
     self.dec = [layers.UpConv(ch, name=f'dec_conv_{i}')
                 for i, ch in enumerate(dec_widths[1:] + [self.image_channels])]
     self.dec_bn = [nn.BatchNorm(momentum=0.9, name=f'dec_bn_{i}')
                    for i in range(len(dec_widths))]
+
+  @property
+  def code_channels(self) -> int:
+    """Channels of the innermost conv: the scores', then the nuisance's."""
+    return self.num_attributes + self.nuisance
 
   @property
   def code_size(self) -> int:
@@ -267,11 +272,15 @@ class FaderAutoencoder(nn.Module):
   def factor_size(self) -> int:
     return self.num_attributes
 
-  def encode(self, x, train: bool = False):
+  def grid(self, x, train: bool = False):
+    """The innermost conv's output, (B, 2, 2, code_channels)."""
     h = nn.leaky_relu(self.enc[0](x), 0.2)
     for conv, bn in zip(self.enc[1:], self.enc_bn):
       h = nn.leaky_relu(bn(conv(h), use_running_average=not train), 0.2)
-    c = self.enc_out(h)  # (B, 2, 2, A + N)
+    return self.enc_out(h)
+
+  def encode(self, x, train: bool = False):
+    c = self.grid(x, train)  # (B, 2, 2, A + N)
     y = jnp.mean(c[..., :self.num_attributes], axis=(1, 2))
     z = c[..., self.num_attributes:].reshape(c.shape[0], -1)
     return jnp.concatenate([y, z], axis=-1)
@@ -299,6 +308,59 @@ class FaderAutoencoder(nn.Module):
             ('params', 'dec_in', 'kernel'): (2, DECODER)}
 
 
+class FaderNetwork(FaderAutoencoder):
+  """Fader Networks (Lample et al. 2017) on `FaderAutoencoder`'s layers.
+
+  The attributes are not in the code: the encoder gives the nuisance z
+  alone (its innermost conv has `nuisance` channels), and the decoder,
+  `FaderAutoencoder.decode`'s, is fed the image's attributes in their place.
+  The decoder's input `[y ; vec(z)]` (B, A + 4 N) is this model's code for
+  evaluation and edits: y the attributes given with the image (+-1), so an
+  edit sets the decoder's attribute input. A latent discriminator
+  (`LatentDiscriminator`) trained beside it (`jacdistill/fader.py`) predicts
+  y from z; the encoder learns to fool it.
+  """
+
+  @property
+  def code_channels(self) -> int:
+    return self.nuisance
+
+  def encode(self, x, train: bool = False):
+    """The nuisance code vec(z), (B, 4 N)."""
+    c = self.grid(x, train)
+    return c.reshape(c.shape[0], -1)
+
+  def __call__(self, x, attributes, train: bool = False):
+    """(x_hat, code): `x` reconstructed under `attributes` (B, A), and the
+    decoder's input `[attributes ; vec(z)]`."""
+    code = jnp.concatenate([attributes.astype(jnp.float32),
+                            self.encode(x, train)], axis=-1)
+    return self.decode(code, train), code
+
+
+class LatentDiscriminator(nn.Module):
+  """Fader Networks' latent discriminator: attribute logits from vec(z).
+
+  An MLP (LeakyReLU 0.2) on the flat nuisance code; upstream's first layer,
+  a 4x4 stride-2 conv of the 2x2 grid to 1x1, is a dense layer on vec(z)
+  too. Upstream's BatchNorm and dropout are left out, so it keeps no state
+  and is deterministic.
+
+  Attributes:
+    num_attributes: A, one logit each (attribute present iff > 0).
+    hidden: widths of its hidden layers.
+  """
+  num_attributes: int
+  hidden: Sequence[int] = (512, 512)
+
+  @nn.compact
+  def __call__(self, z):
+    h = z
+    for i, width in enumerate(self.hidden):
+      h = nn.leaky_relu(nn.Dense(width, name=f'hidden_{i}')(h), 0.2)
+    return nn.Dense(self.num_attributes, name='logits')(h)
+
+
 def example_input(model: nn.Module, batch: int = 2) -> jnp.ndarray:
   """A zero image batch of the shape `model` takes, for `model.init`."""
   if isinstance(model, FaderAutoencoder):
@@ -306,3 +368,12 @@ def example_input(model: nn.Module, batch: int = 2) -> jnp.ndarray:
   else:
     shape = tuple(model.image_shape)
   return jnp.zeros((batch, *shape), jnp.float32)
+
+
+def example_inputs(model: nn.Module, batch: int = 2) -> tuple:
+  """Every input of `model.__call__`, zeros: the images, and the attributes
+  of a `FaderNetwork`."""
+  x = example_input(model, batch)
+  if isinstance(model, FaderNetwork):
+    return x, jnp.zeros((batch, model.num_attributes), jnp.float32)
+  return (x,)

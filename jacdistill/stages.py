@@ -42,7 +42,8 @@ RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
 # runs did: absent from a workdir's config.json and at this value now is no
 # change.
 ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
-                'cycle_z': 0.0, 'validation': 0, 'steps': 0}
+                'cycle_z': 0.0, 'validation': 0, 'steps': 0,
+                'kind': 'autoencoder'}
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,26 @@ class Hooks:
   classifier: Any = None  # A classifier.ClassifierHandle, or None.
 
 
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """A stage's own train state and step, for a stage that is not trained by
+  train.py's (Fader Networks' adversarial pair, `fader.py`). The fields
+  have train.py's signatures: `create_state(variables, tx) -> state`,
+  `make_step(model, teacher, tx, weights, learning_rate, trainable=) ->
+  step(state, teacher_vars, batch, rng) -> (state, metrics)`,
+  `variables_of(state) -> the model's variables`."""
+  create_state: Callable
+  make_step: Callable
+  variables_of: Callable
+
+
+def _trainer(stage: 'Stage') -> Trainer:
+  # train.py's functions are looked up when a stage runs, not when this
+  # module is imported, so a test may replace one.
+  return stage.trainer or Trainer(train.create_train_state,
+                                  train.make_train_step, train.variables_of)
+
+
 @dataclasses.dataclass
 class Stage:
   """What the stage loop needs to know of one stage.
@@ -78,6 +99,7 @@ class Stage:
     trainable: 'all' or 'decoder' (train.TRAINABLE).
     keys: its random streams (train.stage_keys).
     inputs: batch fields sent to the devices.
+    trainer: its own state and step, or None for train.py's.
   """
   index: int
   label: str
@@ -88,6 +110,7 @@ class Stage:
   trainable: str
   keys: train.StageKeys
   inputs: tuple[str, ...] = ('image',)
+  trainer: Optional[Trainer] = None
 
 
 class StageWriter:
@@ -126,21 +149,32 @@ def _flat(d: dict, prefix: str = '') -> dict:
 def check_workdir(config, workdir: str) -> None:
   """Refuses a workdir that holds a run of a different config.
 
-  Only the fields in RESUMABLE_CHANGES may differ from `workdir/config.json`.
+  Only the fields in RESUMABLE_CHANGES may differ from `workdir/config.json`;
+  an attribute chain may also append stages to its `stage_order` (as a
+  growth chain may raise `growth.end_dim`), and the fields of a stage that
+  has not run (in `stages` but not in the old order) may change.
   """
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
   with open(path) as f:
     old = json.load(f)
-  a, b = _flat(old), _flat(json.loads(config.to_json()))
+  new = json.loads(config.to_json())
+  a, b = _flat(old), _flat(new)
+  ran = list(old.get('stage_order', ()))
 
   def added(k):
     field = k.rsplit('.', 1)[-1]
     return k not in a and field in ADDED_FIELDS and b[k] == ADDED_FIELDS[field]
 
+  def not_run(k):
+    if k == 'stage_order':
+      return list(new.get('stage_order', ()))[:len(ran)] == ran
+    return k.startswith('stages.') and k.split('.')[1] not in ran
+
   diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
-                and not k.startswith(RESUMABLE_CHANGES) and not added(k))
+                and not k.startswith(RESUMABLE_CHANGES) and not added(k)
+                and not (ran and not_run(k)))
   if diff:
     shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:4])
     raise ConfigError(
@@ -206,7 +240,7 @@ def initial_variables(model: nn.Module, keys: train.StageKeys,
   """A fresh initialisation of `model`, or `parent`'s variables grown into
   it (`growth.grow` with `init`)."""
   if parent is None:
-    return jax.jit(model.init)(keys.init, models.example_input(model))
+    return jax.jit(model.init)(keys.init, *models.example_inputs(model))
   return growth.grow(parent, model, keys.growth, init=init)
 
 
@@ -276,9 +310,9 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
   teacher_model, teacher_vars = teacher if teacher else (None, None)
   state = parallel.replicate(state, mesh)
   teacher_vars = parallel.replicate(teacher_vars, mesh)
-  step_fn = train.make_train_step(stage.model, teacher_model, stage.tx,
-                                  stage.weights, config.train.learning_rate,
-                                  trainable=stage.trainable)
+  step_fn = _trainer(stage).make_step(
+      stage.model, teacher_model, stage.tx, stage.weights,
+      config.train.learning_rate, trainable=stage.trainable)
   history, last = [], {}
   t_start = time.time()
   t_progress, step_at_progress = t_start, start_step
@@ -366,7 +400,7 @@ def run(stage: Stage, config, variables, teacher: Optional[tuple], batcher,
     evaluate: `evaluate(variables, writer) -> scores` of a finished stage.
   """
   teacher_fp = None if teacher is None else checkpoint.fingerprint(teacher[1])
-  state = train.create_train_state(variables, stage.tx)
+  state = _trainer(stage).create_state(variables, stage.tx)
   ckpts, state, start, elapsed = open_stage(
       stage, state, config.checkpoint.keep, total, teacher_fp)
   writer = StageWriter(stage.dir)
@@ -377,7 +411,7 @@ def run(stage: Stage, config, variables, teacher: Optional[tuple], batcher,
           stage, config, teacher, state, start, total, elapsed, batcher,
           ckpts, writer, hooks, mesh,
           {**describe, 'teacher_fingerprint': teacher_fp})
-    variables = parallel.local_copy(train.variables_of(state))
+    variables = parallel.local_copy(_trainer(stage).variables_of(state))
     fp = checkpoint.fingerprint(variables)
     if recorded is not None and (recorded.get('fingerprint'),
                                  recorded.get('eval')) == (fp, settings):
@@ -430,7 +464,7 @@ def read_config(workdir: str, chain: str) -> ml_collections.ConfigDict:
 
 def restore_stage(stage: Stage, where: str):
   """The latest variables of a stage's checkpoints (ConfigError if none)."""
-  like = train.create_train_state(
+  like = _trainer(stage).create_state(
       initial_variables(stage.model, stage.keys), stage.tx)
   directory = os.path.join(stage.dir, 'checkpoints')
   restored = None
@@ -443,4 +477,4 @@ def restore_stage(stage: Stage, where: str):
   if restored is None:
     raise ConfigError(f'{where} has no checkpoint yet; run launch/main.py '
                       'on it first')
-  return train.variables_of(restored[0])
+  return _trainer(stage).variables_of(restored[0])
