@@ -297,3 +297,30 @@ def gaussian_total_correlation(codes: np.ndarray) -> float:
     return float('inf')
   # Rounding can put log det of a near-identity correlation just above 0.
   return max(0.0, float(-0.5 * np.sum(np.log(eig))))
+
+
+# Fixed settings of `scores`, recorded beside the scores of a run.
+PROTOCOL = {'num_bins': NUM_BINS, 'dci_train_fraction': 0.8}
+
+
+def scores(codes: np.ndarray, factors: np.ndarray, seed: int) -> dict:
+  """Every score above of one code, as a run's summary records them.
+
+  The examples are shuffled with `seed` first (DCI fits on the first 80% and
+  tests on the rest; the other scores do not depend on the order).
+
+  Returns {'mig', 'sap', 'dci_disentanglement', 'dci_completeness',
+  'dci_informativeness', 'modularity', 'gaussian_tc'}, floats; a score that
+  is undefined here (NaN: DCI disentanglement and modularity for one factor,
+  completeness for one code dim) or infinite (the total correlation of a
+  duplicated dim) is left out, so that the summary stays plain JSON.
+  """
+  order = np.random.default_rng(seed).permutation(np.shape(codes)[0])
+  codes, factors = np.asarray(codes)[order], np.asarray(factors)[order]
+  out = {'mig': mig(codes, factors, PROTOCOL['num_bins']),
+         'sap': sap(codes, factors)}
+  out.update({f'dci_{k}': v for k, v in dci(
+      codes, factors, PROTOCOL['dci_train_fraction']).items()})
+  out['modularity'] = modularity(codes, factors, PROTOCOL['num_bins'])
+  out['gaussian_tc'] = gaussian_total_correlation(codes)
+  return {k: float(v) for k, v in out.items() if np.isfinite(v)}

@@ -1,4 +1,4 @@
-"""Tables and plots from the summary.json files of finished chains.
+"""Tables and plots from the summary.json files of finished growth chains.
 
 Workdirs named `<variant>_s<seed>` are grouped by variant; a figure over
 several seeds is their mean and sample standard deviation (ddof 1), with the
@@ -14,11 +14,7 @@ reference stage's MSE, and never extrapolated ("-" outside the chain's
 range). The paired difference subtracts the reference stage's own swap
 accuracy, seed by seed (same seed: same teacher, same data order).
 
-Attribute chains. One workdir per seed; each stage is scored by PSNR and by
-flip accuracy per direction: with classes as attributes, +1 (switching a
-class on) is the informative direction (a decoder that keeps the class
-scores (A - 1) / A in the -1 direction). Paired differences are against a
-reference stage of the same chain.
+The attribute chains' report is `jacdistill.attr_report`.
 """
 
 import json
@@ -28,11 +24,19 @@ from typing import Any, Optional
 
 import numpy as np
 
-from jacdistill import stages
 
 # Per-stage metrics of a growth chain, in table order.
 METRICS = ('mse', 'psnr', 'swap_acc', 'swap_acc_gt', 'swap_keep',
-           'rec_class_acc')
+           'rec_class_acc', 'mig', 'sap')
+# What each metric is called on a plot's axis.
+AXIS_NAMES = {'swap_acc': 'swap accuracy (external classifier)',
+              'swap_acc_gt': 'swap accuracy against the labels',
+              'mig': 'MIG of the code against the class',
+              'sap': 'SAP of the code against the class',
+              'dci_completeness': 'DCI completeness (class)',
+              'dci_informativeness': 'DCI informativeness (class)',
+              'gaussian_tc': 'Gaussian total correlation of the code (nats)',
+              'rec_class_acc': 'classifier accuracy on reconstructions'}
 
 
 def variant_of(workdir: str) -> tuple[str, int]:
@@ -96,8 +100,11 @@ def fmt(values, digits: int = 3, signed: bool = False) -> str:
 
 
 def first_dim(stages: list[dict]) -> int:
-  """The teacher's code size: the dims every stage's swap exchanges."""
-  return min(s['latent_dim'] for s in stages)
+  """The dims every stage's swap exchanges: the teacher's code size, or the
+  count its evaluation recorded (a beta-VAE swaps fewer dims than its code
+  has, so its one stage is a student)."""
+  recorded = {s.get('eval', {}).get('factor_dims') for s in stages} - {None}
+  return min(recorded) if recorded else min(s['latent_dim'] for s in stages)
 
 
 def students(stages: list[dict]) -> list[dict]:
@@ -170,8 +177,8 @@ def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
            'deviation over seeds (n = seeds).', '',
            '## Per stage', '',
            '| variant | k | n | MSE | PSNR (dB) | swap acc | swap acc (labels) '
-           '| swap keeps class | rec class acc |',
-           '|---|---|---|---|---|---|---|---|---|']
+           '| swap keeps class | rec class acc | MIG | SAP |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for v, runs in data.items():
     k0 = min(first_dim(st) for st in runs.values())
     for k, per_seed in by_k(runs).items():
@@ -218,7 +225,7 @@ def _with_n(values, expected: int, signed: bool = False) -> str:
   return text if text == '-' or n == expected else f'{text} ({n})'
 
 
-def _pyplot():
+def pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -238,14 +245,17 @@ def _curve(runs: dict[int, list[dict]], metric: str, split: str,
 
 
 def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str,
-                  split: str = 'test') -> None:
-  """Swap accuracy against MSE of the student stages, one curve per
-  variant (mean over seeds, error bars one std)."""
-  plt = _pyplot()
+                  split: str = 'test', metric: str = 'swap_acc') -> None:
+  """`metric` (a key of AXIS_NAMES) against MSE of the student stages, one
+  curve per variant (mean over seeds, error bars one std)."""
+  if metric not in AXIS_NAMES:
+    raise ValueError(f'metric={metric!r}; plottable: {", ".join(AXIS_NAMES)}')
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7.5, 5.5))
+  drawn = 0
   for v, runs in data.items():
     k0 = min(first_dim(st) for st in runs.values())
-    pts = [p for p in _curve(runs, 'swap_acc', split, lambda k: k > k0)
+    pts = [p for p in _curve(runs, metric, split, lambda k: k > k0)
            if np.isfinite(p[2])]
     if not pts:
       continue
@@ -253,14 +263,19 @@ def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str,
     ax.errorbar(x, y, yerr=err, marker='o', ms=3, capsize=2,
                 label=f'{v} (n={len(runs)})')
     ax.annotate(f'k={ks[-1]}', (x[-1], y[-1]), fontsize=7)
+    drawn += 1
+  if not drawn:
+    ax.text(0.5, 0.5, f'no student stage has {metric} on {split}',
+            ha='center', transform=ax.transAxes)
   ax.set_xscale('log')
   ax.invert_xaxis()
   ax.set_xlabel(f'{split} MSE (log scale, better to the right)')
-  ax.set_ylabel(f'{split} swap accuracy (external classifier)')
+  ax.set_ylabel(f'{split} {AXIS_NAMES[metric]}')
   ax.set_title('Student stages (k > 2); mean over seeds, bars: 1 std',
                fontsize=9)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  if drawn:
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -270,7 +285,7 @@ def plot_against_k(data: dict[str, dict[int, list[dict]]], path: str,
                    variants: Optional[list[str]] = None,
                    split: str = 'test') -> None:
   """The paper's figure: MSE and swap accuracy against the code size k."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
   for v in variants or list(data):
     if v not in data:
@@ -327,118 +342,3 @@ def stack_pictures(items: list[tuple[str, str]], path: str) -> None:
     out.paste(im, (0, y + 14))
     y += im.height + 14
   out.save(path)
-
-
-# ------------------------------------------------- attribute chains (part B)
-
-
-def is_attribute_chain(summary: dict) -> bool:
-  """Whether a summary.json comes from the attribute chain (`stage_order`)."""
-  return stages.chain_of(summary.get('config', {})) == 'attribute'
-
-
-def _stage_order(runs: dict[int, dict]) -> list[str]:
-  order = []
-  for summary in runs.values():
-    order += [s['name'] for s in summary['stages'] if s['name'] not in order]
-  return order
-
-
-def _by_name(runs: dict[int, dict]) -> dict[str, dict[int, dict]]:
-  """{stage name: {seed: entry}}."""
-  out: dict[str, dict[int, dict]] = {}
-  for seed, summary in sorted(runs.items()):
-    for s in summary['stages']:
-      out.setdefault(s['name'], {})[seed] = s
-  return out
-
-
-_ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
-                 ('flip_acc_pos_mean', 'flip +1', 3),
-                 ('flip_acc_neg_mean', 'flip -1', 3),
-                 ('flip_acc', 'flip mean', 3))
-
-
-def attribute_markdown(runs: dict[int, dict], reference: str = '',
-                       split: str = 'test') -> str:
-  """Per-stage PSNR and flip accuracy of attribute chains (one per seed),
-  paired differences against stage `reference`, and the flip accuracy of
-  every attribute and direction, as Markdown."""
-  names = list(next(iter(runs.values()))['config']['data']['attributes'])
-  stages = _by_name(runs)
-  order = _stage_order(runs)
-  lines = [f'All figures: the **{split}** split. ± is the sample standard '
-           'deviation over seeds (n = seeds). flip +1: an attribute switched '
-           'on (with classes as attributes, the informative direction); '
-           'flip -1: switched off; flip mean: both.', '',
-           '## Per stage', '',
-           '| stage | code size | grown from | teacher | steps | n | '
-           + ' | '.join(c[1] for c in _ATTR_COLUMNS) + ' |',
-           '|---|---|---|---|---|---|' + '---|' * len(_ATTR_COLUMNS)]
-  for name in order:
-    per_seed = stages[name]
-    first = next(iter(per_seed.values()))
-    cells = [fmt([value(s, m, split) for s in per_seed.values()], digits)
-             for m, _, digits in _ATTR_COLUMNS]
-    lines.append(
-        f"| {name} | {first['code_size']} | {first.get('init') or '-'} | "
-        f"{first.get('teacher') or '-'} | {first['steps']} | {len(per_seed)} "
-        '| ' + ' | '.join(cells) + ' |')
-  if reference in stages:
-    ref = stages[reference]
-    lines += ['', f'## Paired difference from `{reference}` (same seed)', '',
-              '| stage | n | ' + ' | '.join(c[1] for c in _ATTR_COLUMNS)
-              + ' |', '|---|---|' + '---|' * len(_ATTR_COLUMNS)]
-    for name in order:
-      if name == reference:
-        continue
-      seeds = [s for s in stages[name] if s in ref]
-      cells = [fmt([value(stages[name][s], m, split) - value(ref[s], m, split)
-                    for s in seeds], digits, signed=True)
-               for m, _, digits in _ATTR_COLUMNS]
-      lines.append(f'| {name} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
-  scored = [n for n in order if any('flip_acc_pos' in s.get(split, {})
-                                    for s in stages[n].values())]
-  if scored:
-    lines += ['', '## Flip accuracy per attribute (+1 / -1, mean over seeds)',
-              '', '| attribute | ' + ' | '.join(scored) + ' |',
-              '|---|' + '---|' * len(scored)]
-    for a, attr in enumerate(names):
-      cells = []
-      for n in scored:
-        pos = [s[split]['flip_acc_pos'][a] for s in stages[n].values()]
-        neg = [s[split]['flip_acc_neg'][a] for s in stages[n].values()]
-        cells.append(f'{np.mean(pos):.3f} / {np.mean(neg):.3f}')
-      lines.append(f'| {attr} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
-
-
-def plot_flip_vs_psnr(runs: dict[int, dict], path: str,
-                      split: str = 'test') -> None:
-  """Flip accuracy of +1 edits (filled) and of both directions (hollow)
-  against PSNR, one point per stage, mean over seeds with 1-std bars."""
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7, 5))
-  for name, per_seed in _by_name(runs).items():
-    entries = list(per_seed.values())
-    if not any('flip_acc' in s.get(split, {}) for s in entries):
-      continue
-    x = stats([value(s, 'psnr', split) for s in entries])
-    pos = stats([value(s, 'flip_acc_pos_mean', split) for s in entries])
-    both = stats([value(s, 'flip_acc', split) for s in entries])
-    bar = lambda st: 0.0 if np.isnan(st[1]) else st[1]
-    line = ax.errorbar(x[0], pos[0], xerr=bar(x), yerr=bar(pos), fmt='o',
-                       ms=7, capsize=2, label=f'{name} (n={x[2]})')
-    ax.errorbar(x[0], both[0], yerr=bar(both), fmt='o', ms=6, mfc='none',
-                capsize=2, color=line[0].get_color())
-    ax.annotate(f"{name} (code {entries[0]['code_size']})", (x[0], pos[0]),
-                textcoords='offset points', xytext=(5, 4), fontsize=8)
-  ax.set_xlabel(f'{split} PSNR (dB), better to the right')
-  ax.set_ylabel(f'{split} flip accuracy (external classifier)')
-  ax.set_title('filled: +1 edits (attribute switched on); hollow: mean of '
-               '+1 and -1', fontsize=9)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)

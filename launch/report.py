@@ -4,8 +4,9 @@
   python launch/report.py --out=results/fashion_attr --reference=student32 workdirs/attr/*
 
 Growth chains (workdirs named `<variant>_s<seed>`): OUT/report.md (tables),
-OUT/tradeoff.png (swap accuracy against MSE of the student stages, one
-curve per variant), OUT/against_k.png (MSE and swap accuracy against k, the
+OUT/tradeoff.png (swap accuracy, or the first --tradeoff metric, against MSE
+of the student stages, one curve per variant; tradeoff_<metric>.png for the
+other --tradeoff metrics), OUT/against_k.png (MSE and swap accuracy against k, the
 paper's figure), OUT/reconstructions.png and OUT/traversals.png (the last
 stage of each variant's first seed, side by side).
 
@@ -23,6 +24,7 @@ import sys
 from absl import app
 from absl import flags
 
+from jacdistill import attr_report
 from jacdistill import report
 
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
@@ -36,6 +38,11 @@ _VARIANTS = flags.DEFINE_list(
     'against_k', ['upstream', 'b1_latent_only', 'b2_no_supervision',
                   'jac_only_0.1', 'jac_only_1'],
     'Growth variants drawn in against_k.png.')
+_Y = flags.DEFINE_list(
+    'tradeoff', ['swap_acc'],
+    'Growth: the metrics plotted against MSE, one tradeoff.png each (the '
+    'first) or tradeoff_<metric>.png (the others); any of '
+    + ', '.join(report.AXIS_NAMES) + '.')
 
 
 def _attribute_report(summaries: dict, out: str) -> None:
@@ -45,10 +52,10 @@ def _attribute_report(summaries: dict, out: str) -> None:
              f'({", ".join(sorted(groups))}); give the seeds of one')
   runs = next(iter(groups.values()))
   with open(os.path.join(out, 'report.md'), 'w') as f:
-    f.write(report.attribute_markdown(runs, _REFERENCE.value or '',
-                                      _SPLIT.value))
-  report.plot_flip_vs_psnr(runs, os.path.join(out, 'flip_vs_psnr.png'),
-                           _SPLIT.value)
+    f.write(attr_report.attribute_markdown(runs, _REFERENCE.value or '',
+                                           _SPLIT.value))
+  attr_report.plot_flip_vs_psnr(runs, os.path.join(out, 'flip_vs_psnr.png'),
+                                _SPLIT.value)
   workdir = sorted(summaries)[0]
   report.stack_pictures(
       [(f"{s['name']} (code {s['code_size']}): input, reconstruction, then "
@@ -59,11 +66,15 @@ def _attribute_report(summaries: dict, out: str) -> None:
 
 
 def main(argv):
+  unknown = [m for m in _Y.value if m not in report.AXIS_NAMES]
+  if unknown:
+    sys.exit(f'error: --tradeoff={",".join(unknown)} is not a plottable '
+             f'metric; choose from {", ".join(report.AXIS_NAMES)}')
   summaries = report.read_summaries(argv[1:])
   if not summaries:
     sys.exit('error: none of the given workdirs has a summary.json')
   os.makedirs(_OUT.value, exist_ok=True)
-  kinds = {report.is_attribute_chain(s) for s in summaries.values()}
+  kinds = {attr_report.is_attribute_chain(s) for s in summaries.values()}
   if len(kinds) > 1:
     sys.exit('error: give growth-chain or attribute-chain workdirs, not both')
   if kinds == {True}:
@@ -73,8 +84,10 @@ def main(argv):
   with open(os.path.join(_OUT.value, 'report.md'), 'w') as f:
     f.write(report.markdown(data, _REFERENCE.value or 'upstream',
                             _SPLIT.value))
-  report.plot_tradeoff(data, os.path.join(_OUT.value, 'tradeoff.png'),
-                       _SPLIT.value)
+  for i, metric in enumerate(_Y.value):
+    name = 'tradeoff.png' if i == 0 else f'tradeoff_{metric}.png'
+    report.plot_tradeoff(data, os.path.join(_OUT.value, name), _SPLIT.value,
+                         metric)
   report.plot_against_k(data, os.path.join(_OUT.value, 'against_k.png'),
                         _VARIANTS.value, _SPLIT.value)
   first = {}
@@ -82,7 +95,9 @@ def main(argv):
     first.setdefault(report.variant_of(wd)[0], wd)
   for picture in ('reconstructions.png', 'traversals.png'):
     report.strips(first, picture, os.path.join(_OUT.value, picture))
-  print(f'wrote {_OUT.value}/report.md, tradeoff.png, against_k.png, '
+  plots = ', '.join(['tradeoff.png'] + [f'tradeoff_{m}.png'
+                                         for m in _Y.value[1:]])
+  print(f'wrote {_OUT.value}/report.md, {plots}, against_k.png, '
         'reconstructions.png, traversals.png')
 
 

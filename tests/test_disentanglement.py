@@ -264,3 +264,30 @@ def test_bad_shapes_raise_naming_them(codes_shape, factors_shape):
     assert str(codes_shape) in str(err.value)
   with pytest.raises(ValueError, match=r'\(3,\) and \(4,\)'):
     dis.discrete_mutual_info(np.zeros(3), np.zeros(4))
+
+
+def test_scores_equal_the_single_metrics_on_the_seeded_order():
+  rng = np.random.default_rng(11)
+  f = rng.choice([-1, 1], size=(600, 2))
+  codes = f + 0.3 * rng.normal(size=(600, 2))
+  out = dis.scores(codes, f, seed=3)
+  order = np.random.default_rng(3).permutation(600)
+  c, g = codes[order], f[order]
+  dci = dis.dci(c, g)
+  assert out == {'mig': dis.mig(c, g), 'sap': dis.sap(c, g),
+                 'dci_disentanglement': dci['disentanglement'],
+                 'dci_completeness': dci['completeness'],
+                 'dci_informativeness': dci['informativeness'],
+                 'modularity': dis.modularity(c, g),
+                 'gaussian_tc': dis.gaussian_total_correlation(c)}
+  # The order only moves DCI's train/test cut; the counts do not change.
+  assert dis.scores(codes, f, seed=4)['mig'] == out['mig']
+
+
+def test_scores_leave_out_what_is_undefined_for_one_class_factor():
+  rng = np.random.default_rng(12)
+  codes = rng.normal(size=(400, 3))
+  codes[:, 2] = codes[:, 1]  # A duplicated dim: infinite total correlation.
+  out = dis.scores(codes, rng.integers(0, 10, size=(400, 1)), seed=0)
+  assert set(out) == {'mig', 'sap', 'dci_completeness', 'dci_informativeness'}
+  assert all(math.isfinite(v) for v in out.values())

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from jacdistill import attr_report
 from jacdistill import report
 
 
@@ -108,6 +109,29 @@ def test_matched_table_pairs_seeds_and_excludes_the_teacher(tmp_path):
   assert os.path.getsize(tmp_path / 'k.png') > 1000
 
 
+def test_disentanglement_columns_and_any_metric_on_the_tradeoff_plot(tmp_path):
+  def stage(k, mse, mig):
+    st = _stage(k, mse, 0.5)
+    st['test'].update(mig=mig, sap=mig / 2)
+    return st
+  workdirs = [_write(tmp_path, f'upstream_s{seed}',
+                     {'stages': [stage(2, 0.04, 0.1 + seed / 10),
+                                 stage(3, 0.02, 0.3 + seed / 10)]})
+              for seed in (0, 1)]
+  # A chain scored before the metrics existed shows "-".
+  workdirs.append(_write(tmp_path, 'old_s0', {'stages': [
+      _stage(2, 0.04, 1.0), _stage(3, 0.02, 0.5)]}))
+  data = report.load(workdirs)
+  text = report.markdown(data, 'upstream')
+  # MIG 0.3, 0.4 -> 0.350 +- 0.071; SAP half of it.
+  assert '| 0.350 ± 0.071 | 0.175 ± 0.035 |' in text
+  assert text.count('| - | - |') >= 2  # The old chain's two stages.
+  report.plot_tradeoff(data, str(tmp_path / 'mig.png'), metric='mig')
+  assert os.path.getsize(tmp_path / 'mig.png') > 1000
+  with pytest.raises(ValueError, match='plottable'):
+    report.plot_tradeoff(data, str(tmp_path / 'x.png'), metric='psnr')
+
+
 def test_mse_falls_every_stage_and_the_split_is_read():
   runs = {0: [_stage(2, 0.04, 1.0, 'validation'),
               _stage(3, 0.03, 0.8, 'validation')]}
@@ -138,9 +162,9 @@ def test_attribute_report_over_seeds(tmp_path):
           _attr_stage('teacher', 74, 21.0, [0.7, 0.9], [1.0, 0.9]),
           _attr_stage('student', 138, 23.5, [0.55, 0.85], [1.0, 0.8],
                       init='teacher', teacher='teacher')]}}
-  assert report.is_attribute_chain(runs[0])
-  assert not report.is_attribute_chain({'config': {}, 'stages': []})
-  text = report.attribute_markdown(runs, reference='teacher')
+  assert attr_report.is_attribute_chain(runs[0])
+  assert not attr_report.is_attribute_chain({'config': {}, 'stages': []})
+  text = attr_report.attribute_markdown(runs, reference='teacher')
   # PSNR 20.5 ± 0.71; flip +1 means 0.6 and 0.8 -> 0.700 ± 0.141.
   assert ('| teacher | 74 | - | - | 10 | 2 | 20.50 ± 0.71 | '
           in text)
@@ -150,5 +174,5 @@ def test_attribute_report_over_seeds(tmp_path):
   assert '| -0.100 ± 0.000 |' in text
   # Per attribute, mean over seeds: glasses +1 (0.75 + 0.85) / 2.
   assert '| glasses | 0.800 / 0.900 | 0.800 / 0.900 |' in text
-  report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'))
+  attr_report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'))
   assert os.path.getsize(tmp_path / 'flip.png') > 1000

@@ -1,0 +1,124 @@
+"""Tables and plots of finished attribute chains' summary.json files.
+
+One workdir per seed; each stage is scored by PSNR and by flip accuracy per
+direction: with classes as attributes, +1 (switching a class on) is the
+informative direction (a decoder that keeps the class scores (A - 1) / A in
+the -1 direction). Paired differences are against a reference stage of the
+same chain. Figures over seeds are as in `jacdistill.report`.
+"""
+
+import numpy as np
+
+from jacdistill import report
+from jacdistill import stages
+
+def is_attribute_chain(summary: dict) -> bool:
+  """Whether a summary.json comes from the attribute chain (`stage_order`)."""
+  return stages.chain_of(summary.get('config', {})) == 'attribute'
+
+
+def _stage_order(runs: dict[int, dict]) -> list[str]:
+  order = []
+  for summary in runs.values():
+    order += [s['name'] for s in summary['stages'] if s['name'] not in order]
+  return order
+
+
+def _by_name(runs: dict[int, dict]) -> dict[str, dict[int, dict]]:
+  """{stage name: {seed: entry}}."""
+  out: dict[str, dict[int, dict]] = {}
+  for seed, summary in sorted(runs.items()):
+    for s in summary['stages']:
+      out.setdefault(s['name'], {})[seed] = s
+  return out
+
+
+_ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
+                 ('flip_acc_pos_mean', 'flip +1', 3),
+                 ('flip_acc_neg_mean', 'flip -1', 3),
+                 ('flip_acc', 'flip mean', 3))
+
+
+def attribute_markdown(runs: dict[int, dict], reference: str = '',
+                       split: str = 'test') -> str:
+  """Per-stage PSNR and flip accuracy of attribute chains (one per seed),
+  paired differences against stage `reference`, and the flip accuracy of
+  every attribute and direction, as Markdown."""
+  names = list(next(iter(runs.values()))['config']['data']['attributes'])
+  by_stage = _by_name(runs)
+  order = _stage_order(runs)
+  lines = [f'All figures: the **{split}** split. ± is the sample standard '
+           'deviation over seeds (n = seeds). flip +1: an attribute switched '
+           'on (with classes as attributes, the informative direction); '
+           'flip -1: switched off; flip mean: both.', '',
+           '## Per stage', '',
+           '| stage | code size | grown from | teacher | steps | n | '
+           + ' | '.join(c[1] for c in _ATTR_COLUMNS) + ' |',
+           '|---|---|---|---|---|---|' + '---|' * len(_ATTR_COLUMNS)]
+  for name in order:
+    per_seed = by_stage[name]
+    first = next(iter(per_seed.values()))
+    cells = [report.fmt([report.value(s, m, split) for s in per_seed.values()], digits)
+             for m, _, digits in _ATTR_COLUMNS]
+    lines.append(
+        f"| {name} | {first['code_size']} | {first.get('init') or '-'} | "
+        f"{first.get('teacher') or '-'} | {first['steps']} | {len(per_seed)} "
+        '| ' + ' | '.join(cells) + ' |')
+  if reference in by_stage:
+    ref = by_stage[reference]
+    lines += ['', f'## Paired difference from `{reference}` (same seed)', '',
+              '| stage | n | ' + ' | '.join(c[1] for c in _ATTR_COLUMNS)
+              + ' |', '|---|---|' + '---|' * len(_ATTR_COLUMNS)]
+    for name in order:
+      if name == reference:
+        continue
+      seeds = [s for s in by_stage[name] if s in ref]
+      cells = [report.fmt([report.value(by_stage[name][s], m, split) - report.value(ref[s], m, split)
+                    for s in seeds], digits, signed=True)
+               for m, _, digits in _ATTR_COLUMNS]
+      lines.append(f'| {name} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+  scored = [n for n in order if any('flip_acc_pos' in s.get(split, {})
+                                    for s in by_stage[n].values())]
+  if scored:
+    lines += ['', '## Flip accuracy per attribute (+1 / -1, mean over seeds)',
+              '', '| attribute | ' + ' | '.join(scored) + ' |',
+              '|---|' + '---|' * len(scored)]
+    for a, attr in enumerate(names):
+      cells = []
+      for n in scored:
+        pos = [s[split]['flip_acc_pos'][a] for s in by_stage[n].values()]
+        neg = [s[split]['flip_acc_neg'][a] for s in by_stage[n].values()]
+        cells.append(f'{np.mean(pos):.3f} / {np.mean(neg):.3f}')
+      lines.append(f'| {attr} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_flip_vs_psnr(runs: dict[int, dict], path: str,
+                      split: str = 'test') -> None:
+  """Flip accuracy of +1 edits (filled) and of both directions (hollow)
+  against PSNR, one point per stage, mean over seeds with 1-std bars."""
+  plt = report.pyplot()
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for name, per_seed in _by_name(runs).items():
+    entries = list(per_seed.values())
+    if not any('flip_acc' in s.get(split, {}) for s in entries):
+      continue
+    x = report.stats([report.value(s, 'psnr', split) for s in entries])
+    pos = report.stats([report.value(s, 'flip_acc_pos_mean', split) for s in entries])
+    both = report.stats([report.value(s, 'flip_acc', split) for s in entries])
+    bar = lambda st: 0.0 if np.isnan(st[1]) else st[1]
+    line = ax.errorbar(x[0], pos[0], xerr=bar(x), yerr=bar(pos), fmt='o',
+                       ms=7, capsize=2, label=f'{name} (n={x[2]})')
+    ax.errorbar(x[0], both[0], yerr=bar(both), fmt='o', ms=6, mfc='none',
+                capsize=2, color=line[0].get_color())
+    ax.annotate(f"{name} (code {entries[0]['code_size']})", (x[0], pos[0]),
+                textcoords='offset points', xytext=(5, 4), fontsize=8)
+  ax.set_xlabel(f'{split} PSNR (dB), better to the right')
+  ax.set_ylabel(f'{split} flip accuracy (external classifier)')
+  ax.set_title('filled: +1 edits (attribute switched on); hollow: mean of '
+               '+1 and -1', fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
