@@ -6,6 +6,10 @@ chain through the stage loop (`stages.run`). Stage s writes under
 `workdir/summary.json` gets a record per finished stage. Stage 0 (the
 teacher) starts from a fresh initialisation; stage s from stage s-1 grown
 by one dim, supervised by the frozen stage s-1 (or stage 0).
+
+With `model.name='vae'` the chain is one stage, a beta-VAE of size
+`growth.start_dim` (`vae.py`, KL weight `loss.beta`), scored as the
+students are: its `eval.swap_dims` most informative dims are swapped.
 """
 
 import json
@@ -25,9 +29,10 @@ from jacdistill import models
 from jacdistill import pictures
 from jacdistill import stages
 from jacdistill import train
+from jacdistill import vae
 
 ConfigError = stages.ConfigError
-MODEL_NAMES = ('mlp', 'conv')
+MODEL_NAMES = ('mlp', 'conv', 'vae')
 # Which stages normalise their code (BatchNorm without affine): 'first' the
 # stage-0 teacher only (upstream: its students are `autoencoder_nobatchnorm`),
 # 'all' every stage, 'none' no stage.
@@ -67,6 +72,10 @@ def build_model(model_cfg, latent_dim: int, image_shape: tuple[int, ...],
         latent_dim=latent_dim, image_shape=image_shape,
         channels=tuple(model_cfg.channels), hidden=model_cfg.conv_hidden,
         code_norm=code_norm, output=model_cfg.output)
+  if model_cfg.name == 'vae':
+    return models.GaussianMLPAutoencoder(
+        latent_dim=latent_dim, image_shape=image_shape,
+        hidden=tuple(model_cfg.hidden), output=model_cfg.output)
   raise ConfigError(f'model.name={model_cfg.name!r} is not one of '
                     f'{MODEL_NAMES}')
 
@@ -102,6 +111,8 @@ def validate(config) -> list[int]:
     raise ConfigError(f"growth.teacher={config.growth.teacher!r} is not "
                       "'previous' or 'first'")
   stage_weights(config.loss, 1)
+  if config.model.name == 'vae':
+    _validate_vae(config, dims)
   for name in ('batch_size', 'epochs_per_stage'):
     if config.train[name] < 1:
       raise ConfigError(f'train.{name}={config.train[name]} must be >= 1')
@@ -109,6 +120,28 @@ def validate(config) -> list[int]:
     raise ConfigError(f'train.learning_rate={config.train.learning_rate} '
                       'must be > 0')
   return dims
+
+
+def _validate_vae(config, dims: list[int]) -> None:
+  """A beta-VAE run is one stage of Bernoulli pixel means."""
+  if len(dims) != 1:
+    raise ConfigError(f"model.name='vae' trains one stage; set growth.end_dim"
+                      f' to growth.start_dim ({dims[0]}), not {dims[-1]}')
+  if config.model.output != 'sigmoid':
+    raise ConfigError(f"model.name='vae' decodes Bernoulli means; set "
+                      f"model.output='sigmoid', not {config.model.output!r}")
+  if not config.loss.get('beta', -1.0) >= 0:
+    raise ConfigError(f"model.name='vae' needs loss.beta >= 0 (its KL "
+                      f"weight); got {config.loss.get('beta')}")
+  swap = factor_dims_of(config, dims)
+  if not 1 <= swap <= dims[0]:
+    raise ConfigError(f'eval.swap_dims={swap} must lie in [1, {dims[0]}]')
+
+
+def factor_dims_of(config, dims: list[int]) -> int:
+  """The code dims a stage's swap exchanges: the teacher's (the first
+  stage's code), or `eval.swap_dims` where set (a beta-VAE)."""
+  return config.eval.get('swap_dims', 0) or dims[0]
 
 
 def eval_settings(config, splits: dict, hooks: stages.Hooks,
@@ -135,7 +168,17 @@ def make_stage(config, workdir: str, index: int,
       tx=train.make_optimizer(
           config.train.learning_rate, config.train.weight_decay,
           config.train.b1, config.train.b2, config.train.clip_norm),
-      trainable='all', keys=train.stage_keys(config.seed, index))
+      trainable='all', keys=train.stage_keys(config.seed, index),
+      trainer=_vae_trainer(config) if config.model.name == 'vae' else None)
+
+
+def _vae_trainer(config) -> stages.Trainer:
+  """A beta-VAE stage: train.py's state, `vae.py`'s step."""
+  return stages.Trainer(
+      create_state=train.create_train_state,
+      make_step=lambda model, teacher, tx, weights, learning_rate, trainable: (
+          vae.make_train_step(model, tx, config.loss.beta, learning_rate)),
+      variables_of=train.variables_of)
 
 
 def evaluate_stage(stage: stages.Stage, config, variables,
@@ -214,7 +257,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
     summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
-  settings = eval_settings(config, eval_splits, hooks, dims[0])
+  factor_dims = factor_dims_of(config, dims)
+  settings = eval_settings(config, eval_splits, hooks, factor_dims)
   # Entries of stages past a lowered growth.end_dim are dropped.
   done = {s['stage']: s for s in summary['stages'] if s['stage'] < len(dims)}
   first, parent = None, None
@@ -237,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         stage, config, variables, teacher, batcher, total, hooks, mesh,
         done.get(index), describe, settings,
         lambda v, writer, stage=stage: evaluate_stage(
-            stage, config, v, eval_splits, dims[0], writer, hooks))
+            stage, config, _scored_variables(stage, config, v, train_split),
+            eval_splits, factor_dims, writer, hooks))
     done[index] = entry
     summary['stages'] = [done[i] for i in sorted(done)]
     stages.write_summary(workdir, summary)
@@ -251,6 +296,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if index == 0:
       first = parent
   return summary
+
+
+def _scored_variables(stage: stages.Stage, config, variables,
+                      train_split: input_pipeline.Split):
+  """What a stage is scored with: its variables, a beta-VAE's with its code
+  dims in decreasing mean KL on the training images (`vae.sort_dims`)."""
+  if config.model.name != 'vae':
+    return variables
+  kl = vae.kl_per_dim(stage.model, variables, train_split.images,
+                      config.eval.batch_size)
+  return vae.sort_dims(stage.model, variables, np.argsort(-kl, kind='stable'))
 
 
 def load_stage(workdir: str, index: int = -1):

@@ -174,3 +174,33 @@ def attribute_logistic(logits: Array, targets: Array) -> Array:
     A scalar.
   """
   return jnp.sum(jax.nn.softplus(-logits * targets)) / logits.shape[0]
+
+
+def gaussian_kl(mean: Array, log_var: Array) -> Array:
+  """KL divergence of N(mean, exp(log_var)) from N(0, I), summed over the
+  code dims and averaged over the batch:
+  `mean_b sum_j (mean^2 + exp(log_var) - 1 - log_var) / 2`.
+
+  Args:
+    mean: (B, k) posterior means.
+    log_var: (B, k) posterior log-variances.
+  Returns:
+    A scalar (nats).
+  """
+  per_dim = 0.5 * (jnp.square(mean) + jnp.exp(log_var) - 1.0 - log_var)
+  return jnp.sum(per_dim) / mean.shape[0]
+
+
+def bernoulli_nll(x: Array, logits: Array) -> Array:
+  """Negative log-likelihood of pixels `x` in [0, 1] under Bernoulli means
+  `sigmoid(logits)`, summed over the pixels and averaged over the batch:
+  `mean_b sum_pixels (softplus(l) - x l)` (the cross-entropy, stable for
+  any logit).
+
+  Args:
+    x: (B, ...) targets in [0, 1].
+    logits: same shape.
+  Returns:
+    A scalar (nats).
+  """
+  return jnp.sum(jax.nn.softplus(logits) - x * logits) / x.shape[0]

@@ -1,5 +1,5 @@
-"""The autoencoders: MLP (28x28), conv (32x32x3), Fader-style, and the
-Fader Networks baseline built on the last.
+"""The autoencoders: MLP (28x28), conv (32x32x3), Fader-style, and two
+baselines built on them: Fader Networks and a Gaussian (beta-VAE) MLP.
 
 Every model has the same surface, so the train step, growth and evaluation never
 look inside one:
@@ -138,6 +138,75 @@ class MLPAutoencoder(nn.Module):
 
   def latent_axes(self) -> dict:
     return _flat_code_axes(self.code_norm)
+
+
+class GaussianMLPAutoencoder(nn.Module):
+  """beta-VAE on `MLPAutoencoder`'s widths: encoder 784-256-128-64, then
+  two heads, the posterior's mean and log-variance (k each); decoder
+  k-64-128-256-784 with a sigmoid output (Bernoulli pixel means).
+
+  `encode` gives the mean, so evaluation, swaps and traversals are
+  deterministic; the sampled code of training (`vae.py`) is
+  `mean + exp(log_var / 2) * eps`.
+
+  Attributes:
+    latent_dim: code size k.
+    image_shape: (H, W, C) of the images.
+    hidden: encoder hidden widths; the decoder mirrors them.
+  """
+  latent_dim: int
+  image_shape: Sequence[int] = (28, 28, 1)
+  hidden: Sequence[int] = (256, 128, 64)
+  output: str = 'sigmoid'  # Fixed: pixels are Bernoulli means in [0, 1].
+
+  def setup(self):
+    if self.output != 'sigmoid':
+      raise ValueError(f'GaussianMLPAutoencoder decodes Bernoulli means, so '
+                       f"its output is 'sigmoid', not {self.output!r}")
+    self.enc = [nn.Dense(h, name=f'enc_{i}') for i, h in enumerate(self.hidden)]
+    self.enc_mean = nn.Dense(self.latent_dim, name='enc_mean')
+    self.enc_log_var = nn.Dense(self.latent_dim, name='enc_log_var')
+    self.dec_in = nn.Dense(self.hidden[-1], name='dec_in')
+    self.dec = [nn.Dense(h, name=f'dec_{i}')
+                for i, h in enumerate(reversed(self.hidden[:-1]))]
+    self.dec_out = nn.Dense(math.prod(self.image_shape), name='dec_out')
+
+  @property
+  def code_size(self) -> int:
+    return self.latent_dim
+
+  def posterior(self, x):
+    """(mean, log_var), each (B, k)."""
+    h = x.reshape(x.shape[0], -1)
+    for layer in self.enc:
+      h = nn.relu(layer(h))
+    return self.enc_mean(h), self.enc_log_var(h)
+
+  def encode(self, x, train: bool = False):
+    del train  # No state; the mean in training too (the step samples).
+    return self.posterior(x)[0]
+
+  def decode_logits(self, code):
+    """Pixel logits (B, H, W, C)."""
+    h = nn.relu(self.dec_in(code))
+    for layer in self.dec:
+      h = nn.relu(layer(h))
+    return self.dec_out(h).reshape((code.shape[0], *self.image_shape))
+
+  def decode(self, code, train: bool = False):
+    del train  # No state in this decoder; the argument keeps one surface.
+    return nn.sigmoid(self.decode_logits(code))
+
+  def __call__(self, x, train: bool = False):
+    code = self.encode(x, train)
+    return self.decode(code, train), code
+
+  def latent_axes(self) -> dict:
+    return {('params', 'enc_mean', 'kernel'): (1, ENCODER),
+            ('params', 'enc_mean', 'bias'): (0, ENCODER),
+            ('params', 'enc_log_var', 'kernel'): (1, ENCODER),
+            ('params', 'enc_log_var', 'bias'): (0, ENCODER),
+            ('params', 'dec_in', 'kernel'): (0, DECODER)}
 
 
 class ConvAutoencoder(nn.Module):
