@@ -22,7 +22,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jacdistill import parallel
 from jacdistill import paths
+
+
+# What reading one checkpoint came to on one process (`parallel.agree`s it).
+_READ, _UNFIT, _CORRUPT, _UNOPENED = range(4)
 
 
 class CheckpointError(RuntimeError):
@@ -218,43 +223,95 @@ class Checkpoints:
       raise
     self._pending = step
 
-  def restore_latest(self, like: Any) -> Optional[tuple[Any, dict, int]]:
+  def _reader(self):
+    """The manager to read with: this one, or with many processes one of
+    this process alone, whose reads wait at no barrier, so a process that
+    fails to read does not leave the others waiting inside orbax."""
+    if jax.process_count() == 1:
+      return self._manager
+    me = jax.process_index()
+    return ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            create=False, enable_async_checkpointing=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me})),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'record': ocp.JsonCheckpointHandler()})
+
+  def _agreed_steps(self) -> list[int]:
+    """The steps on disk as process 0 lists them, on every process (a
+    listing of a shared filesystem may lag on one host)."""
+    steps = self.steps()
+    if jax.process_count() == 1:
+      return steps
+    count = int(parallel.broadcast_from_process_0(np.int64(len(steps))))
+    mine = steps if jax.process_index() == 0 else [0] * count
+    return [int(s) for s in
+            parallel.broadcast_from_process_0(np.array(mine, np.int64))]
+
+  def restore_latest(self, like: Any, sharding: Any = None
+                     ) -> Optional[tuple[Any, dict, int]]:
     """Restores the newest readable checkpoint into the structure of `like`.
 
     Returns `(state, record, step)`, or None when there is no checkpoint.
-    Unreadable checkpoints are logged and passed over for older ones.
+    Unreadable checkpoints are logged and passed over for older ones. The
+    arrays are placed on `sharding` (for a train state of many processes
+    the mesh's replicated one, which each process fills from its own read),
+    or where `like`'s are.
+
+    With many processes, every process tries the same steps (process 0's
+    listing), newest first, and takes a step only when every process read
+    it: a read that fails on one process passes that step over on all, so
+    all resume from one step.
 
     Raises:
       CheckpointError: a checkpoint whose arrays differ in shape or structure
         from `like`'s (the message says which), or none can be read (starting
         over silently would throw away the user's run).
     """
-    steps = self.steps()
+    steps = self._agreed_steps()
     if not steps:
       return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    if sharding is None:
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    else:
+      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+          np.shape(x), x.dtype, sharding=sharding), like)
+    reader = self._reader()
+    try:
+      return self._restore_agreed(reader, steps, like, abstract)
+    finally:
+      if reader is not self._manager:
+        reader.close()
+
+  def _restore_agreed(self, reader, steps, like, abstract):
     errors, unopened = [], False
     for step in reversed(steps):
+      differences, failure = [], None
       try:
         differences = _differences(
-            self._manager.item_metadata(step)['state'].tree, like)
+            reader.item_metadata(step)['state'].tree, like)
         if not differences:
-          out = self._manager.restore(step, args=ocp.args.Composite(
+          out = reader.restore(step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract),
               record=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except
         # Any failure to read (missing, truncated or corrupted files) means
         # this checkpoint is unusable; an older one may still be good.
-        logging.warning('checkpoint %s/%d is unreadable (%s: %s); trying an '
-                        'older one', self.directory, step, type(e).__name__,
-                        (str(e).splitlines() or [''])[0][:300])
-        errors.append(f'step {step}: {type(e).__name__}')
-        # Only a checkpoint that was read and found bad may be thrown away;
-        # one the filesystem would not open (permissions, a vanished mount)
-        # may be intact.
-        unopened |= isinstance(e, OSError)
-        continue
-      if differences:
+        failure = e
+      # Only a checkpoint that was read and found bad may be thrown away;
+      # one the filesystem would not open (permissions, a vanished mount)
+      # may be intact.
+      mine = (_UNOPENED if isinstance(failure, OSError) else _CORRUPT
+              if failure is not None else _UNFIT if differences else _READ)
+      outcomes = parallel.agree(np.int32(mine))
+      if (outcomes == _READ).all():
+        return out['state'], dict(out['record']), step
+      if (outcomes == _UNFIT).any():
+        if not differences:
+          differences = [f'its arrays differ on process '
+                         f'{int(np.argmax(outcomes == _UNFIT))}']
         more = (f' (and {len(differences) - 3} more)' if len(differences) > 3
                 else '')
         raise CheckpointError(
@@ -262,7 +319,20 @@ class Checkpoints:
             f'{"; ".join(differences[:3])}{more}. It was written by another '
             'model config or code version; resume with that one, or use a '
             'new --workdir.')
-      return out['state'], dict(out['record']), step
+      unopened |= bool((outcomes == _UNOPENED).any())
+      if failure is not None:
+        logging.warning('checkpoint %s/%d is unreadable (%s: %s); trying an '
+                        'older one', self.directory, step,
+                        type(failure).__name__,
+                        (str(failure).splitlines() or [''])[0][:300])
+        errors.append(f'step {step}: {type(failure).__name__}')
+      else:
+        failed = [int(p) for p in np.flatnonzero(outcomes != _READ)]
+        logging.warning('checkpoint %s/%d is unreadable on process %s; '
+                        'trying an older one', self.directory, step,
+                        ', '.join(map(str, failed)))
+        errors.append(f'step {step}: unreadable on process '
+                      f'{", ".join(map(str, failed))}')
     if unopened:
       advice = ('Some could not be opened: check that the directory is '
                 'readable, then run the same command again.')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import time
@@ -28,6 +29,7 @@ import orbax.checkpoint as ocp
 from jacdistill import celeba
 from jacdistill import input_pipeline
 from jacdistill import metrics
+from jacdistill import parallel
 from jacdistill import paths
 
 # Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
@@ -346,19 +348,33 @@ def default_classifier_dir(data_config: Any) -> str:
   return os.path.join(root, 'classifiers', f'{data_config.name}_{limit}')
 
 
-def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
-             ) -> Any:
+def _variable_shapes(model: Classifier, image_shape: Sequence[int]) -> Any:
   # Shapes only: initialising for real would compile the random draws of
   # every layer, seconds on CPU, for values that are overwritten.
-  shapes = jax.eval_shape(functools.partial(model.init, train=False),
-                          jax.random.key(0),
-                          jnp.zeros((1, *image_shape), jnp.float32))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.eval_shape(functools.partial(model.init, train=False),
+                        jax.random.key(0),
+                        jnp.zeros((1, *image_shape), jnp.float32))
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """Orbax for this process alone: its barriers would wait for processes
+  that never come (only process 0 reads and writes the cache)."""
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
+
+
+def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
+             ) -> Any:
+  # This process's own device: jax.devices()[0] is process 0's.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+      _variable_shapes(model, image_shape))
   path = os.path.join(paths.absolute(directory), CHECKPOINT_SUBDIR)
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _checkpointer() as checkpointer:
       return checkpointer.restore(path, abstract)
   except Exception as e:  # pylint: disable=broad-except
     # Missing, truncated or mismatched files all mean the same to the user.
@@ -388,7 +404,67 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
   classifier of another dataset, limit or config, or an unreadable
   checkpoint; ValueError for a bad config; DatasetUnavailableError
   (input_pipeline's) if training needs absent data.
+
+  With many processes, process 0 alone restores or trains (so only it reads
+  and writes `directory`, which may be its own disk) while the others wait;
+  then every process holds process 0's variables, bit for bit, on its first
+  local device. Where process 0 fails, it raises its error and the others
+  a ClassifierError that quotes it.
   """
+  if jax.process_count() == 1:
+    return _load_or_train(data_config, clf_config, directory, log_fn)
+  return _from_process_0(data_config, clf_config, directory, log_fn)
+
+
+# Numbers the classifiers a run of many processes asks for: each one's key
+# in the coordination service, under which process 0 posts its answer.
+_SHARED = itertools.count()
+
+
+def _from_process_0(data_config: Any, clf_config: Any,
+                    directory: Optional[str],
+                    log_fn: Optional[Callable[[str], None]]
+                    ) -> ClassifierHandle:
+  """`load_or_train_classifier` on process 0; its result on every process."""
+  log = log_fn or logging.info
+  key = f'jacdistill/classifier/{next(_SHARED)}'
+  shown = directory or default_classifier_dir(data_config)
+  model = make_classifier(data_config, clf_config)
+  image_shape = classifier_image_shape(data_config, clf_config)
+  if jax.process_index() == 0:
+    try:
+      handle = _load_or_train(data_config, clf_config, directory, log_fn)
+    except BaseException as e:
+      parallel.publish(key, json.dumps({'error': ' '.join(str(e).split())}))
+      raise
+    word = {'test_accuracy': handle.test_accuracy,
+            'attributes': list(handle.attributes),
+            'attribute_accuracy': list(handle.attribute_accuracy)}
+    parallel.publish(key, json.dumps(word))
+    variables = handle.variables
+  else:
+    log(f'Waiting for process 0 to restore or train the classifier in '
+        f'{shown}.')
+    word = json.loads(parallel.wait_for(key))
+    if 'error' in word:
+      raise ClassifierError(f'process 0 could not restore or train the '
+                            f'classifier in {shown}: {word["error"]}')
+    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                             _variable_shapes(model, image_shape))
+  variables = jax.device_put(parallel.broadcast_from_process_0(variables),
+                             jax.local_devices()[0])
+  return ClassifierHandle(
+      model, variables, float(word['test_accuracy']),
+      attributes=tuple(word['attributes']),
+      attribute_accuracy=tuple(word['attribute_accuracy']),
+      image_size=int(image_shape[0]))
+
+
+def _load_or_train(data_config: Any, clf_config: Any,
+                   directory: Optional[str],
+                   log_fn: Optional[Callable[[str], None]]
+                   ) -> ClassifierHandle:
+  """`load_or_train_classifier` in this process alone."""
   log = log_fn or logging.info
   directory = directory or default_classifier_dir(data_config)
   record_path = os.path.join(directory, RECORD_FILE)
@@ -427,11 +503,14 @@ def load_or_train_classifier(data_config: Any, clf_config: Any,
                                                   log_fn)
     wall_time = time.time() - start_time
     os.makedirs(directory, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _checkpointer() as checkpointer:
       # force: a checkpoint without its record is a leftover of an
-      # interrupted save and is overwritten.
+      # interrupted save and is overwritten. Among many processes orbax
+      # refuses to write arrays of one device, so they go as numpy.
       checkpointer.save(os.path.join(paths.absolute(directory),
-                                     CHECKPOINT_SUBDIR), variables, force=True)
+                                     CHECKPOINT_SUBDIR),
+                        variables if jax.process_count() == 1 else
+                        jax.device_get(variables), force=True)
       checkpointer.wait_until_finished()
     record = {'dataset': dataset, 'test_accuracy': test_accuracy,
               'num_classes': model.num_classes, **extra,

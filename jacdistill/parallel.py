@@ -9,12 +9,20 @@ Start-up: `maybe_initialize_distributed` connects the processes of a
 multi-host launch (a Cloud TPU VM pod, GKE, SLURM, Open MPI, or explicit
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and leaves an
 ordinary one-machine run a single process, without waiting on any network.
+
+Many processes, one decision: what only one process may do (train and cache
+the classifier) is done by process 0 while the others wait for its word
+(`publish`, `wait_for`) and then take its values (`broadcast_from_process_0`);
+a preemption notice to any process stops every one at the same step
+(`preemption_stop`).
 """
 
+import itertools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -117,8 +125,13 @@ def check_batch_size(global_batch: int, mesh: Mesh) -> None:
         f'of the mesh; use a multiple of {n} (e.g. {options})')
 
 
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """A full copy of an array on every device of `mesh`."""
+  return NamedSharding(mesh, P())
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return jax.device_put(tree, replicated_sharding(mesh))
 
 
 def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
@@ -140,3 +153,74 @@ def local_copy(tree: Any) -> Any:
       x = x.addressable_data(0)
     return np.asarray(jax.device_get(x))
   return jax.tree.map(one, tree)
+
+
+def _client():
+  # The coordination service's key-value store has no public jax API; orbax
+  # reaches it the same way.
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  if client is None:
+    raise RuntimeError('the JAX distributed runtime is not running')
+  return client
+
+
+def publish(key: str, value: str) -> None:
+  """Sets `key` to `value` in the coordination service, for `wait_for`."""
+  _client().key_value_set(key, value)
+
+
+def wait_for(key: str, timeout_s: float = 7 * 24 * 3600) -> str:
+  """Blocks until some process has `publish`ed `key`; returns its value.
+
+  The default timeout is a week: process 0 may be training for hours what
+  the others wait for, and if it dies the runtime stops them anyway.
+  """
+  return _client().blocking_key_value_get(key, int(timeout_s * 1000))
+
+
+def broadcast_from_process_0(tree: Any) -> Any:
+  """Process 0's values of `tree`, bit for bit, as numpy arrays on every
+  process. Every process passes arrays of the same shapes and dtypes (the
+  others' values are ignored).
+
+  The leaves travel as their bytes: the broadcast is a sum with zeros, which
+  in floating point would turn -0.0 into 0.0 (changing the fingerprint of
+  what was sent), and 64-bit values would be cut to 32 bits on the way.
+  """
+  host = jax.tree.map(lambda x: np.asarray(jax.device_get(x), order='C'), tree)
+  raw = jax.tree.map(lambda x: x.reshape(-1).view(np.uint8), host)
+  out = multihost_utils.broadcast_one_to_all(raw)
+  return jax.tree.map(
+      lambda o, x: np.asarray(o).view(x.dtype).reshape(x.shape), out, host)
+
+
+def agree(values: np.ndarray) -> np.ndarray:
+  """Every process's `values` (the same shape and dtype on each), stacked
+  in process order: (processes, *shape). One process: `values[None]`."""
+  values = np.asarray(values)
+  if jax.process_count() == 1:
+    return values[None]
+  return np.asarray(multihost_utils.process_allgather(values))
+
+
+def preemption_stop() -> Callable[[], bool]:
+  """A `should_stop` for a run of many processes, to be called once per
+  training step by every process.
+
+  JAX's preemption service (started by `jax.distributed.initialize`) takes
+  SIGTERM on any process as a notice to all and agrees on a step that no
+  process has passed yet; each process counts its calls, which stay in
+  step as every process runs the same loop. The answer is True from the
+  agreed call on, so a notice agreed on at a stage's last step stops the
+  next stage at its first, as a single process's flag does.
+  """
+  calls = itertools.count()
+  reached = False
+
+  def should_stop() -> bool:
+    nonlocal reached
+    reached = reached or multihost_utils.reached_preemption_sync_point(
+        next(calls))
+    return reached
+  return should_stop

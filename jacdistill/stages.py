@@ -270,16 +270,20 @@ def _format_eta(seconds: float) -> str:
 
 
 def open_stage(stage: Stage, state, keep: int, total: int,
-               teacher_fingerprint: Optional[str]):
+               teacher_fingerprint: Optional[str], mesh=None):
   """The stage's checkpoints and where it stands: its newest readable
   checkpoint, or `state` at step 0. Returns (ckpts, state, start, elapsed).
+  With a `mesh`, a checkpoint is restored replicated on it (each process
+  fills its own devices: arrays on one process's device cannot move to a
+  sharding that spans processes).
 
   Raises:
     ConfigError: the checkpoint was trained under another teacher.
   """
   ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
                                  max_to_keep=keep)
-  restored = ckpts.restore_latest(state)
+  restored = ckpts.restore_latest(
+      state, None if mesh is None else parallel.replicated_sharding(mesh))
   if not restored:
     logging.info('%s: starting, %d steps, outputs in %s', stage.label, total,
                  stage.dir)
@@ -402,7 +406,7 @@ def run(stage: Stage, config, variables, teacher: Optional[tuple], batcher,
   teacher_fp = None if teacher is None else checkpoint.fingerprint(teacher[1])
   state = _trainer(stage).create_state(variables, stage.tx)
   ckpts, state, start, elapsed = open_stage(
-      stage, state, config.checkpoint.keep, total, teacher_fp)
+      stage, state, config.checkpoint.keep, total, teacher_fp, mesh)
   writer = StageWriter(stage.dir)
   try:
     last = {}

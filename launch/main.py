@@ -20,6 +20,7 @@ import sys
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 import configs
@@ -57,13 +58,29 @@ def main(argv):
   config = _CONFIG.value
   workdir = paths.absolute(_WORKDIR.value or _default_workdir())
   stop = {'requested': False}
+  if jax.distributed.is_initialized():
+    # JAX's preemption service holds SIGTERM (a handler of ours would
+    # replace its own), tells every process of a notice to any one, and
+    # picks one step for all to stop at: processes that stopped at
+    # different steps would wait on each other's collectives for ever.
+    reached = parallel.preemption_stop()
 
-  def on_sigterm(signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM: saving a checkpoint and stopping')
-    stop['requested'] = True
+    def should_stop():
+      if not stop['requested'] and reached():
+        logging.warning('preemption notice: saving a checkpoint and '
+                        'stopping, at this step on every process')
+        stop['requested'] = True
+      return stop['requested']
+  else:
+    def on_sigterm(signum, frame):
+      del signum, frame
+      logging.warning('SIGTERM: saving a checkpoint and stopping')
+      stop['requested'] = True
 
-  signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def should_stop():
+      return stop['requested']
   runners = {'growth': chain, 'attribute': attr_chain}
   if config.get('chain') not in runners:
     sys.exit(f'error: config field chain={config.get("chain")!r} is not one '
@@ -72,7 +89,7 @@ def main(argv):
   logging.info('workdir %s: summary.json, config.json and per stage '
                'checkpoints/, PNG grids and TensorBoard events (tensorboard '
                '--logdir %s)', workdir, workdir)
-  hooks = stages.Hooks(should_stop=lambda: stop['requested'])
+  hooks = stages.Hooks(should_stop=should_stop)
   try:
     if config.eval.classifier:
       clf_dir = (config.eval.classifier_dir or

@@ -8,6 +8,7 @@ reduction order up to full-size steps, so no two reduction orders agree on
 them.
 """
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,8 +16,11 @@ import textwrap
 import time
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import pytest
 
+from jacdistill import checkpoint
 from jacdistill import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,3 +222,55 @@ def test_without_jax_cluster_list_initialize_decides(no_cluster, monkeypatch):
   errors.append(ValueError('process_id and num_processes must be ...'))
   with pytest.raises(ValueError, match='process_id'):
     parallel.maybe_initialize_distributed()
+
+
+# ------------------------------------------------- one decision, many processes
+
+
+def test_a_step_another_process_cannot_read_is_passed_over_here_too(
+    tmp_path, monkeypatch, caplog):
+  directory = str(tmp_path / 'ckpts')
+  ckpts = checkpoint.Checkpoints(directory)
+  for step in (1, 2):
+    ckpts.save(step, {'w': np.full(3, step, np.float32)}, {'step': step})
+  ckpts.close()
+  # This process reads step 2; process 1 (simulated) cannot: both take 1.
+  seen = []
+
+  def agree(mine):
+    seen.append(int(mine))
+    # pylint: disable-next=protected-access
+    other = checkpoint._CORRUPT if len(seen) == 1 else checkpoint._READ
+    return np.array([mine, other])
+  monkeypatch.setattr(parallel, 'agree', agree)
+  ckpts = checkpoint.Checkpoints(directory)
+  with caplog.at_level(logging.WARNING):
+    restored, record, step = ckpts.restore_latest(
+        {'w': np.zeros(3, np.float32)})
+  ckpts.close()
+  assert seen == [checkpoint._READ] * 2  # pylint: disable=protected-access
+  assert (step, record) == (1, {'step': 1})
+  np.testing.assert_array_equal(restored['w'], np.ones(3))
+  assert f'checkpoint {directory}/2 is unreadable on process 1' in caplog.text
+
+
+def test_broadcast_from_process_0_keeps_every_bit():
+  tree = {'w': np.array([-0.0, np.nan, 1.5], np.float32),
+          'n': np.int64(2**40 + 3)}
+  out = parallel.broadcast_from_process_0(tree)
+  assert out['w'].tobytes() == tree['w'].tobytes()
+  assert out['n'].shape == () and int(out['n']) == 2**40 + 3
+
+
+def test_preemption_stop_stays_true_from_the_agreed_step(monkeypatch):
+  calls = []
+
+  def reached(step_id):
+    calls.append(step_id)
+    return step_id == 2
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point',
+                      reached)
+  should_stop = parallel.preemption_stop()
+  assert [should_stop() for _ in range(5)] == [False, False, True, True, True]
+  # Step ids count the calls; once agreed, the service is not asked again.
+  assert calls == [0, 1, 2]
