@@ -278,18 +278,27 @@ class Checkpoints:
     else:
       abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(
           np.shape(x), x.dtype, sharding=sharding), like)
-    reader = self._reader()
+    # A process that cannot open the directory still takes part in every
+    # agreement below (the others would wait for it for ever), failing each
+    # step.
+    reader, cannot_open = None, None
     try:
-      return self._restore_agreed(reader, steps, like, abstract)
+      reader = self._reader()
+    except Exception as e:  # pylint: disable=broad-except
+      cannot_open = e
+    try:
+      return self._restore_agreed(reader, cannot_open, steps, like, abstract)
     finally:
-      if reader is not self._manager:
+      if reader is not None and reader is not self._manager:
         reader.close()
 
-  def _restore_agreed(self, reader, steps, like, abstract):
+  def _restore_agreed(self, reader, cannot_open, steps, like, abstract):
     errors, unopened = [], False
     for step in reversed(steps):
       differences, failure = [], None
       try:
+        if cannot_open is not None:
+          raise cannot_open
         differences = _differences(
             reader.item_metadata(step)['state'].tree, like)
         if not differences:
