@@ -69,7 +69,8 @@ def test_two_processes_train_checkpoint_and_resume(tmp_path):
 # A stage long enough for a SIGTERM to land inside it (about 10 steps/s
 # with two processes on two busy cores), saved every 100 steps.
 LONG = ('--config.growth.end_dim=2', '--config.train.steps_per_stage=300',
-        '--config.checkpoint.every_steps=100', '--config.log.progress_seconds=1')
+        '--config.checkpoint.every_steps=100',
+        '--config.log.progress_seconds=1')
 
 
 def _launch_two(workdir, err_dir, *args):
@@ -211,3 +212,23 @@ def test_two_processes_score_with_a_classifier_that_process_0_trains(
   for err in errs:
     assert 'stage 0 (k=2) already complete; not retrained' in err
   assert _summary(workdir)['stages'] == first['stages']
+
+
+def test_a_classifier_process_0_refuses_is_one_error_line_on_both(tmp_path):
+  workdir, clf_dir = str(tmp_path / 'w'), tmp_path / 'classifier'
+  clf_dir.mkdir()
+  (clf_dir / 'classifier.json').write_text(json.dumps(
+      {'dataset': {'name': 'mnist', 'limit': 0}, 'config': {},
+       'test_accuracy': 0.5}))
+  procs, errs = _launch_two(
+      workdir, str(tmp_path), '--config.growth.end_dim=2',
+      '--config.eval.classifier=True',
+      f'--config.eval.classifier_dir={clf_dir}')
+  outs = _finish_two(procs, errs, ok=False)
+  lasts = [err.strip().splitlines()[-1] for err in outs]
+  for p, last in zip(procs, lasts):
+    assert p.returncode != 0 and last.startswith('error: '), last
+  assert lasts[0].startswith(f'error: {clf_dir} holds a classifier of dataset')
+  # Process 1 is told why instead of waiting for a classifier never coming.
+  assert lasts[1] == (f'error: process 0 could not restore or train the '
+                      f'classifier in {clf_dir}: {lasts[0][len("error: "):]}')
