@@ -76,6 +76,8 @@ def read_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
       raise UploadError(f'the image is {width}x{height} pixels, more than '
                         f'the {max_pixels} allowed; send a smaller one')
     img.load()
+  except UploadError:
+    raise
   except Image.DecompressionBombError as e:
     raise UploadError(f'the image is too large to decode ({e})') from None
   except (OSError, SyntaxError, ValueError, EOFError) as e:
