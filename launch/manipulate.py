@@ -45,6 +45,7 @@ from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import editing
 from jacdistill import input_pipeline
+from jacdistill import models
 from jacdistill import pictures
 from jacdistill import pretrained
 from jacdistill import stages
@@ -159,6 +160,12 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
     raise ManipulateError('no --image or --test_index given')
   kind, config, model, variables = load_model(workdir, stage, pretrained_name,
                                               directory)
+  if isinstance(model, models.FaderNetwork):
+    raise ManipulateError(
+        f'stage {stage!r} is a Fader Networks stage, whose decoder takes an '
+        "image's attributes beside its code, which this command does not "
+        'read; its edits are scored in summary.json and drawn in its '
+        'edits.png')
   value_range = train.value_range_of(model)
   names = editing.edit_names(kind, config, model.code_size)
   edits = parse_edits(sets, names)

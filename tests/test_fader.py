@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from PIL import Image
 import pytest
 
 from configs import fashion_attr
@@ -272,6 +273,15 @@ def test_fader_stage_trains_and_records_flip_accuracy(fader_run):
   assert os.path.exists(os.path.join(workdir, 'fader32', 'edits.png'))
   _, _, variables = attr_chain.load_stage(workdir, 'fader32')
   assert checkpoint.fingerprint(variables) == entry['fingerprint']
+
+
+def test_manipulate_refuses_a_fader_stage_in_one_line(fader_run, tmp_path):
+  from launch import manipulate  # pylint: disable=g-import-not-at-top
+  workdir, _ = fader_run
+  path = str(tmp_path / 'in.png')
+  Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+  with pytest.raises(manipulate.ManipulateError, match='Fader Networks'):
+    manipulate.manipulate(workdir, 'fader32', [path], ['sandal=1'])
 
 
 def test_fader_stage_resumes_mid_stage_bit_for_bit(fader_run, tmp_path):
