@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jacdistill import disentanglement
 from jacdistill import growth
 from jacdistill import input_pipeline
 from jacdistill import metrics
@@ -147,8 +148,10 @@ def factor_dims_of(config, dims: list[int]) -> int:
 def eval_settings(config, splits: dict, hooks: stages.Hooks,
                   factor_dims: int) -> dict:
   """What a stage's scores depend on besides its parameters: the splits and
-  their sizes, the swap protocol and the classifier (by fingerprint)."""
-  out = {'splits': {name: len(split) for name, split in splits.items()}}
+  their sizes, the disentanglement scores' settings, the swap protocol and the
+  classifier (by fingerprint)."""
+  out = {'splits': {name: len(split) for name, split in splits.items()},
+         'disentanglement': {**disentanglement.PROTOCOL, 'seed': config.seed}}
   if hooks.classifier is not None:
     out.update(num_permutations=config.eval.num_permutations,
                seed=config.seed, factor_dims=factor_dims,
@@ -196,6 +199,9 @@ def evaluate_stage(stage: stages.Stage, config, variables,
     codes[name], mse01 = train.encode_split(model, variables, split.images,
                                             batch)
     scores = metrics.reconstruction_scores(mse01)
+    # The code against the class, disentanglement_lib's scores.
+    scores.update(disentanglement.scores(codes[name], split.labels[:, None],
+                                         seed=config.seed))
     if hooks.classifier is not None:
       scores.update(metrics.evaluate_autoencoder(
           encode, decode, split.images, split.labels, hooks.classifier.logits,

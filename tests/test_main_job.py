@@ -48,7 +48,13 @@ def test_outputs_of_a_two_stage_run(straight_run):
   for s in summary['stages']:
     assert s['steps'] == 24 and s['wall_time_s'] > 0
     assert len(s['fingerprint']) == 64
-    assert set(s['test']) == {'mse', 'psnr'}  # No classifier in the smoke run.
+    # No classifier in the smoke run; the code scored against the class (one
+    # factor: no DCI disentanglement or modularity).
+    assert set(s['test']) == {'mse', 'psnr', 'mig', 'sap', 'dci_completeness',
+                              'dci_informativeness', 'gaussian_tc'}
+    for name in ('mig', 'sap', 'dci_completeness', 'dci_informativeness'):
+      assert 0 <= s['test'][name] <= 1
+    assert s['eval']['disentanglement']['seed'] == 0
     assert 0 < s['test']['mse'] < 0.2
     assert s['test']['psnr'] == pytest.approx(s['test']['psnr'])  # Not NaN.
     assert {'rec', 'total', 'grad_norm', 'param_norm'} <= set(s['train_losses'])
