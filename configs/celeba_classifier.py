@@ -4,7 +4,7 @@ A multi-label CNN (one sigmoid logit per attribute, all 40 of
 celeba.CELEB_A_ATTRIBUTES) trained once on the celeb_a train stream
 and cached like the class classifiers (see
 `jacdistill.classifier.train_attribute_classifier` and
-`load_or_train_classifier`); it judges every CelebA chain, whatever the
+`jacdistill.classifier_cache.load_or_train_classifier`); it judges every CelebA chain, whatever the
 chain's image size (decoded images are resized to `image_size`) or its
 attribute subset (its logits are looked up by name). Not yet trained on the
 real data (the development machine has no CelebA): its accuracy and

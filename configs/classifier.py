@@ -1,8 +1,8 @@
 """The external classifier that scores disentanglement (docs/method.md, swap accuracy).
 
 A small CNN trained once per dataset on its train split and cached (see
-`jacdistill.classifier.load_or_train_classifier`), so every run on a dataset
-is judged by the same classifier. These defaults reach >= 91% test accuracy
+`jacdistill.classifier_cache.load_or_train_classifier`), so every run on a
+dataset is judged by the same classifier. These defaults reach >= 91% test accuracy
 on Fashion-MNIST in a few minutes on two CPU cores.
 
 Override fields with `--config.classifier.epochs=...` where a launcher nests

@@ -10,11 +10,11 @@ same chain. Figures over seeds are as in `jacdistill.report`.
 import numpy as np
 
 from jacdistill import report
-from jacdistill import stages
+from jacdistill import workdir_files
 
 def is_attribute_chain(summary: dict) -> bool:
   """Whether a summary.json comes from the attribute chain (`stage_order`)."""
-  return stages.chain_of(summary.get('config', {})) == 'attribute'
+  return workdir_files.chain_of(summary.get('config', {})) == 'attribute'
 
 
 def _stage_order(runs: dict[int, dict]) -> list[str]:

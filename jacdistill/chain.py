@@ -31,6 +31,7 @@ from jacdistill import pictures
 from jacdistill import stages
 from jacdistill import train
 from jacdistill import vae
+from jacdistill import workdir_files
 
 ConfigError = stages.ConfigError
 MODEL_NAMES = ('mlp', 'conv', 'vae')
@@ -249,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Runs or resumes the whole growth chain; returns the summary dict."""
   hooks = hooks or stages.Hooks()
   dims = validate(config)
-  stages.check_workdir(config, workdir)
+  workdir_files.check_workdir(config, workdir)
   train_split = input_pipeline.load_split(config.data, 'train')
   # Scored at every stage: the validation split (if any) for choices, the
   # test split for the report.
@@ -258,8 +259,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     eval_splits = {'validation': input_pipeline.load_split(
         config.data, 'validation'), **eval_splits}
   image_shape = tuple(train_split.images.shape[1:])
-  mesh = stages.claim_workdir(config, workdir, len(train_split))
-  summary = stages.load_summary(workdir)
+  mesh = workdir_files.claim_workdir(config, workdir, len(train_split))
+  summary = workdir_files.load_summary(workdir)
   summary['config'] = json.loads(config.to_json())
   if hooks.classifier is not None:
     summary['classifier_test_accuracy'] = hooks.classifier.test_accuracy
@@ -291,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             eval_splits, factor_dims, writer, hooks))
     done[index] = entry
     summary['stages'] = [done[i] for i in sorted(done)]
-    stages.write_summary(workdir, summary)
+    workdir_files.write_summary(workdir, summary)
     if scored:
       test = entry['test']
       logging.info('stage %d (k=%d) done: test MSE %.5f, PSNR %.2f dB%s',
@@ -324,8 +325,8 @@ def load_stage(workdir: str, index: int = -1):
     checkpoint.CheckpointError: the stage's checkpoints do not fit or cannot
       be read.
   """
-  config = stages.read_config(workdir, 'growth')
-  finished = [s['stage'] for s in stages.load_summary(workdir)['stages']]
+  config = workdir_files.read_config(workdir, 'growth')
+  finished = [s['stage'] for s in workdir_files.load_summary(workdir)['stages']]
   if index < 0:
     if not finished:
       raise ConfigError(f'{workdir} has no finished stage yet; run '

@@ -1,19 +1,17 @@
-"""The external classifier that judges every run of a dataset: its model,
-its training, and its disk cache (`load_or_train_classifier`), so every run
-on a dataset is judged by the same one; `metrics` and `attributes` only read
-its logits. Unlike upstream, it runs in inference mode (no dropout noise) and
-sees images in exactly the range it was trained on ([0, 1]). For CelebA it
-is a multi-label attribute classifier (`train_attribute_classifier`): one
-logit per attribute, present iff > 0, scored per attribute on the test split.
+"""The external classifier that judges every run of a dataset: its model
+and its training (its disk cache, so every run on a dataset is judged by
+the same one, is `classifier_cache.py`); `metrics` and `attributes` only
+read its logits. Unlike upstream, it runs in inference mode (no dropout
+noise) and sees images in exactly the range it was trained on ([0, 1]).
+For CelebA it is a multi-label attribute classifier
+(`train_attribute_classifier`): one logit per attribute, present iff > 0,
+scored per attribute on the test split.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-import json
-import os
 import time
 import types
 from typing import Any, Callable, Optional, Sequence
@@ -24,30 +22,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from jacdistill import celeba
 from jacdistill import input_pipeline
 from jacdistill import metrics
-from jacdistill import parallel
-from jacdistill import paths
 
 # Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
 NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
                celeba.CELEB_A: len(celeba.CELEB_A_ATTRIBUTES)}
-CHECKPOINT_SUBDIR = 'variables'
-# Written last, so its presence marks a finished classifier directory.
-RECORD_FILE = 'classifier.json'
 # Test images per classifier call when measuring its accuracy.
 _EVAL_BATCH = 1000
 
 
 # ----------------------------------------------------------------- classifier
-
-
-class ClassifierError(ValueError):
-  """A classifier directory that cannot serve the run: another dataset or
-  config, or unreadable files. The message names the directory and the fix."""
 
 
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -333,197 +320,3 @@ def train_attribute_classifier(data_config: Any, clf_config: Any,
       f'{len(accuracy)}; lowest {data.attributes[worst]} '
       f'{accuracy[worst]:.4f}) on {count} celeb_a test images')
   return variables, accuracy
-
-
-# ---------------------------------------------------------------- the cache
-
-
-def default_classifier_dir(data_config: Any) -> str:
-  """Where the classifier of `data_config`'s dataset lives by default, so
-  every run on a dataset reuses one classifier: `$JACDISTILL_CACHE` (default
-  `~/.cache/jacdistill`)`/classifiers/<name>_<limit or 'full'>`."""
-  root = os.environ.get('JACDISTILL_CACHE',
-                        os.path.expanduser('~/.cache/jacdistill'))
-  limit = getattr(data_config, 'limit', 0) or 'full'
-  return os.path.join(root, 'classifiers', f'{data_config.name}_{limit}')
-
-
-def _variable_shapes(model: Classifier, image_shape: Sequence[int]) -> Any:
-  # Shapes only: initialising for real would compile the random draws of
-  # every layer, seconds on CPU, for values that are overwritten.
-  return jax.eval_shape(functools.partial(model.init, train=False),
-                        jax.random.key(0),
-                        jnp.zeros((1, *image_shape), jnp.float32))
-
-
-def _checkpointer() -> ocp.StandardCheckpointer:
-  """Orbax for this process alone: its barriers would wait for processes
-  that never come (only process 0 reads and writes the cache)."""
-  me = jax.process_index()
-  return ocp.StandardCheckpointer(
-      multiprocessing_options=ocp.options.MultiprocessingOptions(
-          primary_host=me, active_processes={me}))
-
-
-def _restore(directory: str, model: Classifier, image_shape: Sequence[int]
-             ) -> Any:
-  # This process's own device: jax.devices()[0] is process 0's.
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-      _variable_shapes(model, image_shape))
-  path = os.path.join(paths.absolute(directory), CHECKPOINT_SUBDIR)
-  try:
-    with _checkpointer() as checkpointer:
-      return checkpointer.restore(path, abstract)
-  except Exception as e:  # pylint: disable=broad-except
-    # Missing, truncated or mismatched files all mean the same to the user.
-    raise ClassifierError(
-        f'Cannot restore the classifier in {directory} ({type(e).__name__}: '
-        f'{e}). Delete that directory to retrain it.') from e
-
-
-def load_or_train_classifier(data_config: Any, clf_config: Any,
-                             directory: Optional[str] = None,
-                             log_fn: Optional[Callable[[str], None]] = None
-                             ) -> ClassifierHandle:
-  """Restores the classifier in `directory`, or trains and saves one there.
-
-  A finished directory holds an orbax checkpoint of the variables in
-  `variables/` and `classifier.json` (dataset, test accuracy, config, wall
-  time; for CelebA also the attribute names and per-attribute accuracies),
-  written last, so an interrupted save is retrained rather than half-read.
-  CelebA (`data_config.name == 'celeb_a'`) gets the multi-label classifier
-  of `train_attribute_classifier`, every other dataset `train_classifier`'s.
-
-  `data_config`: as `input_pipeline.load_split` takes, or CelebA's (only
-  its name and `tfds_data_dir` are read); `clf_config`: that of
-  configs/classifier.py (CelebA: celeba_classifier.py) or an override;
-  `directory` None = `default_classifier_dir`; `log_fn`: progress lines
-  (default logging.info). Raises ClassifierError if `directory` holds a
-  classifier of another dataset, limit or config, or an unreadable
-  checkpoint; ValueError for a bad config; DatasetUnavailableError
-  (input_pipeline's) if training needs absent data.
-
-  With many processes, process 0 alone restores or trains (so only it reads
-  and writes `directory`, which may be its own disk) while the others wait;
-  then every process holds process 0's variables, bit for bit, on its first
-  local device. Where process 0 fails, it raises its error and the others
-  a ClassifierError that quotes it.
-  """
-  if jax.process_count() == 1:
-    return _load_or_train(data_config, clf_config, directory, log_fn)
-  return _from_process_0(data_config, clf_config, directory, log_fn)
-
-
-# Numbers the classifiers a run of many processes asks for: each one's key
-# in the coordination service, under which process 0 posts its answer.
-_SHARED = itertools.count()
-
-
-def _from_process_0(data_config: Any, clf_config: Any,
-                    directory: Optional[str],
-                    log_fn: Optional[Callable[[str], None]]
-                    ) -> ClassifierHandle:
-  """`load_or_train_classifier` on process 0; its result on every process."""
-  log = log_fn or logging.info
-  key = f'jacdistill/classifier/{next(_SHARED)}'
-  shown = directory or default_classifier_dir(data_config)
-  model = make_classifier(data_config, clf_config)
-  image_shape = classifier_image_shape(data_config, clf_config)
-  if jax.process_index() == 0:
-    try:
-      handle = _load_or_train(data_config, clf_config, directory, log_fn)
-    except BaseException as e:
-      parallel.publish(key, json.dumps({'error': ' '.join(str(e).split())}))
-      raise
-    word = {'test_accuracy': handle.test_accuracy,
-            'attributes': list(handle.attributes),
-            'attribute_accuracy': list(handle.attribute_accuracy)}
-    parallel.publish(key, json.dumps(word))
-    variables = handle.variables
-  else:
-    log(f'Waiting for process 0 to restore or train the classifier in '
-        f'{shown}.')
-    word = json.loads(parallel.wait_for(key))
-    if 'error' in word:
-      raise ClassifierError(f'process 0 could not restore or train the '
-                            f'classifier in {shown}: {word["error"]}')
-    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                             _variable_shapes(model, image_shape))
-  variables = jax.device_put(parallel.broadcast_from_process_0(variables),
-                             jax.local_devices()[0])
-  return ClassifierHandle(
-      model, variables, float(word['test_accuracy']),
-      attributes=tuple(word['attributes']),
-      attribute_accuracy=tuple(word['attribute_accuracy']),
-      image_size=int(image_shape[0]))
-
-
-def _load_or_train(data_config: Any, clf_config: Any,
-                   directory: Optional[str],
-                   log_fn: Optional[Callable[[str], None]]
-                   ) -> ClassifierHandle:
-  """`load_or_train_classifier` in this process alone."""
-  log = log_fn or logging.info
-  directory = directory or default_classifier_dir(data_config)
-  record_path = os.path.join(directory, RECORD_FILE)
-  model = make_classifier(data_config, clf_config)
-  image_shape = classifier_image_shape(data_config, clf_config)
-  dataset = {'name': data_config.name,
-             'limit': int(getattr(data_config, 'limit', 0) or 0)}
-  # The config as JSON gives it back (tuples become lists), for comparison.
-  config = json.loads(json.dumps(clf_config.to_dict() if hasattr(
-      clf_config, 'to_dict') else dict(clf_config)))
-
-  if os.path.exists(record_path):
-    with open(record_path) as f:
-      record = json.load(f)
-    if record['dataset'] != dataset or record['config'] != config:
-      raise ClassifierError(
-          f'{directory} holds a classifier of dataset {record["dataset"]} with '
-          f'config {record["config"]}, not the requested dataset {dataset} '
-          f'with config {config}. Pass another directory, or delete that one '
-          'to retrain it (scores are only comparable under one classifier).')
-    variables = _restore(directory, model, image_shape)
-    log(f'Restored the {data_config.name} classifier from {directory} (test '
-        f'accuracy {record["test_accuracy"]:.4f}).')
-  else:
-    log(f'No finished classifier in {directory}; training one.')
-    start_time = time.time()
-    extra = {}
-    if data_config.name == celeba.CELEB_A:
-      variables, accuracy = train_attribute_classifier(data_config,
-                                                       clf_config, log_fn)
-      test_accuracy = float(np.mean(accuracy))
-      extra = {'attributes': list(celeba.CELEB_A_ATTRIBUTES),
-               'attribute_accuracy': [float(a) for a in accuracy]}
-    else:
-      variables, test_accuracy = train_classifier(data_config, clf_config,
-                                                  log_fn)
-    wall_time = time.time() - start_time
-    os.makedirs(directory, exist_ok=True)
-    with _checkpointer() as checkpointer:
-      # force: a checkpoint without its record is a leftover of an
-      # interrupted save and is overwritten. Among many processes orbax
-      # refuses to write arrays of one device, so they go as numpy.
-      checkpointer.save(os.path.join(paths.absolute(directory),
-                                     CHECKPOINT_SUBDIR),
-                        variables if jax.process_count() == 1 else
-                        jax.device_get(variables), force=True)
-      checkpointer.wait_until_finished()
-    record = {'dataset': dataset, 'test_accuracy': test_accuracy,
-              'num_classes': model.num_classes, **extra,
-              'config': config, 'wall_time_s': wall_time,
-              'backend': jax.default_backend()}
-    tmp_path = record_path + '.tmp'
-    with open(tmp_path, 'w') as f:
-      json.dump(record, f, indent=2)
-    os.replace(tmp_path, record_path)
-    log(f'Saved the {data_config.name} classifier to {directory} (test '
-        f'accuracy {test_accuracy:.4f}, {wall_time:.0f} s).')
-  return ClassifierHandle(
-      model, variables, float(record['test_accuracy']),
-      attributes=tuple(record.get('attributes', ())),
-      attribute_accuracy=tuple(record.get('attribute_accuracy', ())),
-      image_size=int(image_shape[0]))

@@ -24,6 +24,7 @@ from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import input_pipeline
 from jacdistill import pretrained
 from jacdistill import stages
@@ -228,13 +229,13 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
                       directory: str = pretrained.DEFAULT_DIR,
                       commit: Optional[str] = None) -> dict:
   """Writes the external classifier of `dataset` (restored from
-  `classifier_dir`, default `classifier.default_classifier_dir`, with
+  `classifier_dir`, default `classifier_cache.default_classifier_dir`, with
   evaluation's own restore) as `directory/name.npz` and its entry.
 
   Raises:
     pretrained.PretrainedError: no finished classifier there, or one of
       another dataset.
-    classifier.ClassifierError: its checkpoint cannot be read.
+    classifier_cache.ClassifierError: its checkpoint cannot be read.
   """
   _check_name(name)
   if dataset not in CLASSIFIER_DATASETS:
@@ -242,8 +243,9 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
         f'dataset {dataset!r} has no exportable classifier; use one of '
         f'{CLASSIFIER_DATASETS}')
   data = pretrained.classifier_data(dataset)
-  classifier_dir = classifier_dir or classifier.default_classifier_dir(data)
-  record_path = os.path.join(classifier_dir, classifier.RECORD_FILE)
+  classifier_dir = (classifier_dir or
+                    classifier_cache.default_classifier_dir(data))
+  record_path = os.path.join(classifier_dir, classifier_cache.RECORD_FILE)
   if not os.path.exists(record_path):
     raise pretrained.PretrainedError(
         f'{record_path} is missing: no finished classifier there; train it '
@@ -258,7 +260,7 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
   model = classifier.make_classifier(data, clf_config)
   shape = classifier.classifier_image_shape(data, clf_config)
   # pylint: disable-next=protected-access
-  variables = classifier._restore(classifier_dir, model, shape)
+  variables = classifier_cache._restore(classifier_dir, model, shape)
   handle = classifier.ClassifierHandle(model, variables,
                                        float(record['test_accuracy']),
                                        image_size=int(shape[0]))

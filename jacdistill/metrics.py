@@ -8,7 +8,8 @@ dims (the original teacher's) of `x_i` are replaced by those of `x_pi(i)`,
 the result is decoded and labelled again, and the swap is right when the
 classifier now says what it said of `x_pi(i)`'s reconstruction. Only pairs
 whose reconstructions it labels differently count. The evaluator only
-counts; training and caching the classifier is `classifier.py`'s.
+counts; training and caching the classifier are `classifier.py`'s and
+`classifier_cache.py`'s.
 """
 
 from typing import Callable

@@ -40,10 +40,12 @@ from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import paths
 from jacdistill import stages
+from jacdistill import workdir_files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DIR = os.path.join(REPO_ROOT, 'pretrained')
@@ -148,7 +150,7 @@ def chain_members(name: str, directory: str = DEFAULT_DIR) -> list[str]:
 
 def kind_of(config) -> str:
   """'attribute' for an attribute-chain config, 'growth' for a growth one."""
-  chain = stages.chain_of(config)
+  chain = workdir_files.chain_of(config)
   if chain:
     return chain
   raise stages.ConfigError('the config is of neither chain (no growth, no '
@@ -282,19 +284,20 @@ def load_classifier(name: str, directory: str = DEFAULT_DIR
 
 def install_classifier(name: str, classifier_dir: Optional[str] = None,
                        directory: str = DEFAULT_DIR) -> str:
-  """Writes a shipped classifier where `classifier.load_or_train_classifier`
-  looks (`classifier_dir`, default `classifier.default_classifier_dir` of
-  its dataset), so launch/main.py scores swaps and flips with it instead of
-  training one. Returns the directory.
+  """Writes a shipped classifier where
+  `classifier_cache.load_or_train_classifier` looks (`classifier_dir`,
+  default `classifier_cache.default_classifier_dir` of its dataset), so
+  launch/main.py scores swaps and flips with it instead of training one.
+  Returns the directory.
 
   Raises:
     PretrainedError: as `load`, or that directory already holds a classifier
       (delete it first).
   """
   handle, e = load_classifier(name, directory)
-  target = classifier_dir or classifier.default_classifier_dir(
+  target = classifier_dir or classifier_cache.default_classifier_dir(
       classifier_data(e['dataset']))
-  record_path = os.path.join(target, classifier.RECORD_FILE)
+  record_path = os.path.join(target, classifier_cache.RECORD_FILE)
   if os.path.exists(record_path):
     raise PretrainedError(f'{record_path} exists: {target} already holds a '
                           'classifier; delete that directory to install '
@@ -302,7 +305,7 @@ def install_classifier(name: str, classifier_dir: Optional[str] = None,
   os.makedirs(target, exist_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(paths.absolute(target),
-                                   classifier.CHECKPOINT_SUBDIR),
+                                   classifier_cache.CHECKPOINT_SUBDIR),
                       handle.variables, force=True)
     checkpointer.wait_until_finished()
   # The record last, as load_or_train_classifier writes it: a directory

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 import configs
 from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import input_pipeline
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -30,9 +31,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 def load_or_train(config, log_fn=print) -> classifier.ClassifierHandle:
   """The classifier launch/main.py uses for `config`, trained if missing."""
   directory = (config.eval.classifier_dir or
-               classifier.default_classifier_dir(config.data))
+               classifier_cache.default_classifier_dir(config.data))
   log_fn(f'classifier directory: {directory}')
-  return classifier.load_or_train_classifier(
+  return classifier_cache.load_or_train_classifier(
       config.data, configs.classifier_config(config.data.name), directory,
       log_fn=log_fn)
 

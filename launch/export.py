@@ -34,7 +34,7 @@ from absl import flags
 from absl import logging
 
 from jacdistill import checkpoint
-from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import export
 from jacdistill import input_pipeline
 from jacdistill import pretrained
@@ -81,7 +81,7 @@ def main(argv):
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {(str(e).splitlines() or [repr(e)])[0]}')
-  except classifier.ClassifierError as e:
+  except classifier_cache.ClassifierError as e:
     sys.exit(f'error: {" ".join(str(e).split())}')
   path = os.path.join(_DIRECTORY.value, entry['file'])
   print(f'wrote {path} ({entry["bytes"] / 1e6:.2f} MB, sha256 '

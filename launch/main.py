@@ -27,7 +27,7 @@ import configs
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import input_pipeline
 from jacdistill import parallel
 from jacdistill import paths
@@ -93,9 +93,9 @@ def main(argv):
   try:
     if config.eval.classifier:
       clf_dir = (config.eval.classifier_dir or
-                 classifier.default_classifier_dir(config.data))
+                 classifier_cache.default_classifier_dir(config.data))
       logging.info('external classifier: %s', clf_dir)
-      hooks.classifier = classifier.load_or_train_classifier(
+      hooks.classifier = classifier_cache.load_or_train_classifier(
           config.data, configs.classifier_config(config.data.name), clf_dir)
     summary = runner.train_and_evaluate(config, workdir, hooks)
   except checkpoint.DiskFullError as e:
@@ -104,7 +104,7 @@ def main(argv):
           checkpoint.CheckpointError,
           input_pipeline.DatasetUnavailableError) as e:
     sys.exit(f'error: {e}')
-  except classifier.ClassifierError as e:
+  except classifier_cache.ClassifierError as e:
     sys.exit(f'error: {" ".join(str(e).split())}')
   except stages.Preempted as e:
     sys.exit(f'preempted: {e}')

@@ -14,11 +14,13 @@ from PIL import Image
 
 from configs import fashion_attr
 from jacdistill import attr_chain
+from jacdistill import attr_config
 from jacdistill import attributes
 from jacdistill import classifier
 from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import stages
+from jacdistill import workdir_files
 
 A = 4
 
@@ -191,18 +193,18 @@ def test_a_workdir_older_than_the_stage_options_still_resumes(tmp_path):
       del parent[field]
   with open(tmp_path / 'config.json', 'w') as f:
     json.dump(old, f)
-  stages.check_workdir(config, str(tmp_path))
+  workdir_files.check_workdir(config, str(tmp_path))
   # A new field at another value than the old runs had is a change.
   config.stages.teacher.epochs = 3
   with pytest.raises(stages.ConfigError, match='stages.teacher.epochs'):
-    stages.check_workdir(config, str(tmp_path))
+    workdir_files.check_workdir(config, str(tmp_path))
 
 
 def test_config_errors_name_the_field():
   config = fashion_attr.get_config('smoke')
   config.stages.student8.init = 'student32'
   with pytest.raises(stages.ConfigError, match='stages.student8.init'):
-    attr_chain.validate(config)
+    attr_config.validate(config)
 
 
 def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path,

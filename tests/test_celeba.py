@@ -19,9 +19,11 @@ import tensorflow_datasets as tfds
 import configs
 from configs import celeba_attr
 from jacdistill import attr_chain
+from jacdistill import attr_config
 from jacdistill import attributes
 from jacdistill import celeba
 from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import stages
 
 A = len(celeba.CELEB_A_ATTRIBUTES)
@@ -97,12 +99,12 @@ def test_validation_gives_one_line_errors(tmp_path):
         node = node[section]
       node[field] = value
     with pytest.raises(stages.ConfigError) as e:
-      attr_chain.validate(config)
+      attr_config.validate(config)
     assert '\n' not in str(e.value)
     return str(e.value)
 
   config = celeba_attr.get_config()
-  assert attr_chain.validate(config)[:3] == ['teacher', 'teacher_cycle',
+  assert attr_config.validate(config)[:3] == ['teacher', 'teacher_cycle',
                                              'student1024']
   # Upstream's B (decoder only) is what C grows from and C and D learn from.
   assert config.stages.teacher_cycle.trainable == 'decoder'
@@ -223,7 +225,7 @@ def test_attribute_classifier_trains_once_then_restores(tmp_path, monkeypatch):
   x = np.random.default_rng(0).random((3, 8, 8, 3), np.float32)
   assert first.logits(x).shape == (3, A)
   np.testing.assert_array_equal(first.logits(x), second.logits(x))
-  with open(tmp_path / 'clf' / classifier.RECORD_FILE) as f:
+  with open(tmp_path / 'clf' / classifier_cache.RECORD_FILE) as f:
     record = json.load(f)
   assert record['attributes'] == list(celeba.CELEB_A_ATTRIBUTES)
   assert record['config']['image_size'] == 8

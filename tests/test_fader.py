@@ -13,6 +13,7 @@ import pytest
 
 from configs import fashion_attr
 from jacdistill import attr_chain
+from jacdistill import attr_config
 from jacdistill import checkpoint
 from jacdistill import classifier
 from jacdistill import fader
@@ -21,6 +22,7 @@ from jacdistill import losses
 from jacdistill import models
 from jacdistill import stages
 from jacdistill import train
+from jacdistill import workdir_files
 
 A = 3
 MODEL = models.FaderNetwork(image_size=16, num_attributes=A, nuisance=4,
@@ -317,32 +319,32 @@ def test_a_chain_may_append_a_stage_but_not_change_one_that_ran(tmp_path):
     del spec['kind']
   with open(tmp_path / 'config.json', 'w') as f:
     json.dump(old, f)
-  stages.check_workdir(config, str(tmp_path))
+  workdir_files.check_workdir(config, str(tmp_path))
   config.stages.baseline32.loss.rec = 1.0
   with pytest.raises(stages.ConfigError, match='stages.baseline32.loss.rec'):
-    stages.check_workdir(config, str(tmp_path))
+    workdir_files.check_workdir(config, str(tmp_path))
   config = fashion_attr.get_config('smoke')
   config.stage_order = ('teacher', 'fader32')
   with pytest.raises(stages.ConfigError, match='stage_order'):
-    stages.check_workdir(config, str(tmp_path))
+    workdir_files.check_workdir(config, str(tmp_path))
 
 
 def test_fader_config_errors_name_the_field():
   config = fashion_attr.get_config('smoke')
   config.stages.fader32.teacher = 'teacher'
   with pytest.raises(stages.ConfigError, match="fader32 \\(kind='fader'\\)"):
-    attr_chain.validate(config)
+    attr_config.validate(config)
   config = fashion_attr.get_config('smoke')
   config.stages.fader32.loss.attr = 1.0
   with pytest.raises(stages.ConfigError, match='loss.attr to 0'):
-    attr_chain.validate(config)
+    attr_config.validate(config)
   config = fashion_attr.get_config('smoke')
   config.stage_order = ('fader32', 'teacher')
   config.stages.teacher.init = 'fader32'
   config.stages.teacher.nuisance = 6
   with pytest.raises(stages.ConfigError, match='teacher.init.*Fader stage'):
-    attr_chain.validate(config)
+    attr_config.validate(config)
   config = fashion_attr.get_config('smoke')
   config.stages.teacher.kind = 'gan'
   with pytest.raises(stages.ConfigError, match="kind='gan'"):
-    attr_chain.validate(config)
+    attr_config.validate(config)

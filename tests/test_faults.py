@@ -34,6 +34,7 @@ from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import stages
 from jacdistill import train
+from jacdistill import workdir_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDX_DIR = input_pipeline.DEFAULT_IDX_DIR
@@ -287,7 +288,7 @@ def test_full_disk_is_one_error_line_and_the_rerun_with_space_resumes(
 def test_full_disk_while_writing_the_summary_keeps_the_old_one(
     tmp_path, monkeypatch):
   path = str(tmp_path / 'summary.json')
-  stages.write_json(path, {'stages': []})
+  workdir_files.write_json(path, {'stages': []})
 
   def no_space(value, f, **kwargs):
     del value, kwargs
@@ -296,7 +297,7 @@ def test_full_disk_while_writing_the_summary_keeps_the_old_one(
 
   monkeypatch.setattr(json, 'dump', no_space)
   with pytest.raises(checkpoint.DiskFullError) as e:
-    stages.write_json(path, {'stages': [1]})
+    workdir_files.write_json(path, {'stages': [1]})
   assert str(e.value.held_by(str(tmp_path))) == (
       f'the disk holding {tmp_path} is full (No space left on device while '
       f'writing {path}); {path} is kept as it was; free space and run the '
@@ -533,7 +534,7 @@ def test_cli_refuses_a_batch_the_devices_cannot_split(cli_errors):
   # The refused config did not become the workdir's: the fixed one is taken.
   workdir = cli_errors['indivisible batch'][2]['workdir']
   assert not os.path.exists(os.path.join(workdir, 'config.json'))
-  stages.check_workdir(_config({'train.batch_size': 64}), workdir)
+  workdir_files.check_workdir(_config({'train.batch_size': 64}), workdir)
 
 
 def test_cli_refuses_a_teacher_checkpoint_of_the_wrong_shape(cli_errors):

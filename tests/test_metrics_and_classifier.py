@@ -8,6 +8,7 @@ import pytest
 
 from configs import classifier as classifier_config
 from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import metrics
 from jacdistill import input_pipeline
 
@@ -249,9 +250,9 @@ def test_classifier_dropout_only_in_training():
 
 def test_default_dir_uses_cache_env(monkeypatch, tmp_path):
   monkeypatch.setenv('JACDISTILL_CACHE', str(tmp_path))
-  assert classifier.default_classifier_dir(_data_config(0)) == str(
+  assert classifier_cache.default_classifier_dir(_data_config(0)) == str(
       tmp_path / 'classifiers' / 'fashion_mnist_full')
-  assert classifier.default_classifier_dir(_data_config(2000)) == str(
+  assert classifier_cache.default_classifier_dir(_data_config(2000)) == str(
       tmp_path / 'classifiers' / 'fashion_mnist_2000')
 
 
@@ -264,8 +265,8 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   directory = str(tmp_path / 'clf')
 
   messages = []
-  first = classifier.load_or_train_classifier(data, clf, directory,
-                                              log_fn=messages.append)
+  first = classifier_cache.load_or_train_classifier(data, clf, directory,
+                                                    log_fn=messages.append)
   assert any('training' in m for m in messages)
   # One epoch on 2000 images is far from converged but well above chance.
   assert 0.4 < first.test_accuracy <= 1.0
@@ -276,8 +277,8 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
 
   monkeypatch.setattr(classifier, 'train_classifier', no_training)
   messages.clear()
-  second = classifier.load_or_train_classifier(data, clf, directory,
-                                               log_fn=messages.append)
+  second = classifier_cache.load_or_train_classifier(data, clf, directory,
+                                                     log_fn=messages.append)
   assert any('Restored' in m for m in messages)
   assert second.test_accuracy == first.test_accuracy
   jax.tree.map(np.testing.assert_array_equal, first.variables,
@@ -303,8 +304,9 @@ def test_load_or_train_trains_once_then_restores(tmp_path, monkeypatch):
   assert scores['swap_acc'] == 1.0
 
   clf.hidden = 64
-  with pytest.raises(classifier.ClassifierError, match='another directory'):
-    classifier.load_or_train_classifier(data, clf, directory)
+  with pytest.raises(classifier_cache.ClassifierError,
+                     match='another directory'):
+    classifier_cache.load_or_train_classifier(data, clf, directory)
 
 
 @pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)),
@@ -319,7 +321,7 @@ def test_classifier_trains_through_tfds_on_mock_data(name, shape, tmp_path):
   clf.epochs = 1
   clf.batch_size = 16
   with tfds.testing.mock_data(num_examples=64):
-    handle = classifier.load_or_train_classifier(data, clf, str(tmp_path))
+    handle = classifier_cache.load_or_train_classifier(data, clf, str(tmp_path))
   assert 0.0 <= handle.test_accuracy <= 1.0
   assert handle.num_classes == 10
   logits = handle.logits(np.zeros((2, *shape), np.float32))

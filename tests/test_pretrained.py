@@ -21,7 +21,7 @@ from configs import fashion_grow
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import checkpoint
-from jacdistill import classifier
+from jacdistill import classifier_cache
 from jacdistill import export
 from jacdistill import input_pipeline
 from jacdistill import pretrained
@@ -227,7 +227,7 @@ def test_a_shipped_classifier_installs_where_the_runs_look(tmp_path):
   assert pretrained.install_classifier(name, target) == target
   data = pretrained.classifier_data('fashion_mnist')
   trained = []
-  handle = classifier.load_or_train_classifier(
+  handle = classifier_cache.load_or_train_classifier(
       data, classifier_config.get_config(), target,
       log_fn=trained.append)
   assert trained and trained[0].startswith('Restored')
