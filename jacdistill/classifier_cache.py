@@ -63,8 +63,10 @@ def _checkpointer() -> ocp.StandardCheckpointer:
           primary_host=me, active_processes={me}))
 
 
-def _restore(directory: str, model: classifier.Classifier,
-             image_shape: Sequence[int]) -> Any:
+def restore(directory: str, model: classifier.Classifier,
+            image_shape: Sequence[int]) -> Any:
+  """The variables of the classifier checkpoint in `directory`, on this
+  process's first device (ClassifierError if they cannot be read)."""
   # This process's own device: jax.devices()[0] is process 0's.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
@@ -184,7 +186,7 @@ def _load_or_train(data_config: Any, clf_config: Any,
           f'config {record["config"]}, not the requested dataset {dataset} '
           f'with config {config}. Pass another directory, or delete that one '
           'to retrain it (scores are only comparable under one classifier).')
-    variables = _restore(directory, model, image_shape)
+    variables = restore(directory, model, image_shape)
     log(f'Restored the {data_config.name} classifier from {directory} (test '
         f'accuracy {record["test_accuracy"]:.4f}).')
   else:

@@ -260,7 +260,7 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
   model = classifier.make_classifier(data, clf_config)
   shape = classifier.classifier_image_shape(data, clf_config)
   # pylint: disable-next=protected-access
-  variables = classifier_cache._restore(classifier_dir, model, shape)
+  variables = classifier_cache.restore(classifier_dir, model, shape)
   handle = classifier.ClassifierHandle(model, variables,
                                        float(record['test_accuracy']),
                                        image_size=int(shape[0]))
