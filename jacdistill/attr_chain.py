@@ -38,6 +38,7 @@ import numpy as np
 from jacdistill import attr_config
 from jacdistill import attributes
 from jacdistill import celeba
+from jacdistill import disentanglement
 from jacdistill import fader
 from jacdistill import input_pipeline
 from jacdistill import metrics
@@ -231,12 +232,13 @@ def fader_codes(model: models.FaderNetwork, variables, images: np.ndarray,
 
 def evaluate_stage(stage: stages.Stage, config, variables,
                    test_images: np.ndarray, writer, predictor,
-                   test_attributes: Optional[np.ndarray] = None) -> dict:
-  """PSNR and flip accuracy (with `predictor`, from `_flip_predictor`, if
-  not None) of a finished stage on `eval.split`, as `{split: {metric:
-  value}}`, and the edit grid of its first images. A Fader stage
-  (`models.FaderNetwork`) reconstructs under `test_attributes` (N, A), and
-  its edits set them."""
+                   test_attributes: np.ndarray) -> dict:
+  """PSNR, disentanglement_lib's scores of the code against
+  `test_attributes` (N, A) and flip accuracy (with `predictor`, from
+  `_flip_predictor`, if not None) of a finished stage on `eval.split`, as
+  `{split: {metric: value}}`, and the edit grid of its first images. A Fader
+  stage (`models.FaderNetwork`) reconstructs under `test_attributes`, and its
+  edits set them."""
   cfg = config
   a = cfg.model.num_attributes
   n = len(test_images)
@@ -249,6 +251,11 @@ def evaluate_stage(stage: stages.Stage, config, variables,
     codes, mse01 = train.encode_split(model, variables, test_images,
                                       cfg.eval.batch_size)
   out = metrics.reconstruction_scores(mse01)
+  # The code against the attributes, disentanglement_lib's scores; a Fader
+  # stage's attributes are its decoder's input, so its nuisance code alone.
+  own = codes[:, a:] if isinstance(model, models.FaderNetwork) else codes
+  out.update(disentanglement.scores(own.reshape(n, -1), test_attributes,
+                                    seed=cfg.seed))
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
   if predictor is not None:
@@ -294,6 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   settings = {'split': config.eval.split, 'examples': len(data.test_images),
               'flip_examples': config.eval.flip_examples,
               'flip_strength': config.eval.flip_strength,
+              'disentanglement': {**disentanglement.PROTOCOL,
+                                  'seed': config.seed},
               **stages.classifier_settings(hooks)}
   done = {s['name']: s for s in summary['stages']}
   finished = {}  # name -> (model, variables)

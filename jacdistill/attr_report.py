@@ -36,7 +36,8 @@ def _by_name(runs: dict[int, dict]) -> dict[str, dict[int, dict]]:
 _ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
                  ('flip_acc_pos_mean', 'flip +1', 3),
                  ('flip_acc_neg_mean', 'flip -1', 3),
-                 ('flip_acc', 'flip mean', 3))
+                 ('flip_acc', 'flip mean', 3), ('mig', 'MIG', 3),
+                 ('sap', 'SAP', 3))
 
 
 def attribute_markdown(runs: dict[int, dict], reference: str = '',

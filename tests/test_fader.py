@@ -264,9 +264,12 @@ def test_fader_stage_trains_and_records_flip_accuracy(fader_run):
     (entry,) = json.load(f)['stages']
   assert entry['name'] == 'fader32' and entry['kind'] == 'fader'
   assert entry['steps'] == 9 and entry['code_size'] == 10 + 4 * 6
-  assert set(entry['test']) == {'psnr', 'mse', 'flip_acc', 'flip_acc_pos',
-                                'flip_acc_neg', 'flip_acc_pos_mean',
-                                'flip_acc_neg_mean'}
+  assert {'psnr', 'mse', 'flip_acc', 'flip_acc_pos', 'flip_acc_neg',
+          'flip_acc_pos_mean', 'flip_acc_neg_mean'} <= set(entry['test'])
+  # The nuisance code against the attributes (the decoder's input).
+  assert 0.0 <= entry['test']['mig'] <= 1.0
+  assert 0.0 <= entry['test']['dci_informativeness'] <= 1.0
+  assert entry['eval']['disentanglement']['num_bins'] == 20
   assert len(entry['test']['flip_acc_pos']) == 10
   assert 0.0 <= entry['test']['flip_acc'] <= 1.0
   assert np.isfinite(entry['test']['psnr'])
