@@ -52,6 +52,7 @@ from jacdistill import editing
 from jacdistill import pictures
 from jacdistill import pretrained
 from jacdistill import train
+from jacdistill import workdir_files
 
 PAGE = 'explore.html'  # The page, a file of this package.
 MAX_UPLOAD_BYTES = 8 << 20  # An upload larger than this gets 413.
@@ -222,17 +223,8 @@ class Explorer:
       chain.ConfigError, checkpoint.CheckpointError: no run, no such
         stage, unreadable checkpoints.
     """
-    path = os.path.join(workdir, 'config.json')
-    if not os.path.exists(path):
-      raise chain.ConfigError(f'{workdir} has no config.json; pass the '
-                              '--workdir of a launch/main.py run')
-    with open(path) as f:
-      kind = pretrained.kind_of(json.load(f))
-    summary_path = os.path.join(workdir, 'summary.json')
-    finished = []
-    if os.path.exists(summary_path):
-      with open(summary_path) as f:
-        finished = json.load(f)['stages']
+    kind = pretrained.kind_of(workdir_files.load_config(workdir))
+    finished = workdir_files.load_summary(workdir)['stages']
     if not finished:
       raise chain.ConfigError(f'{workdir} has no finished stage yet; run '
                               'launch/main.py on it first')

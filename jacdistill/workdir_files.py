@@ -137,16 +137,21 @@ def chain_of(config) -> Optional[str]:
   return 'growth' if 'growth' in config else None
 
 
-def read_config(workdir: str, chain: str) -> ml_collections.ConfigDict:
-  """The config.json of the run in `workdir`, which must be a run of the
-  chain `chain` ('growth' or 'attribute'; ConfigError if it has no config or
-  is of another chain)."""
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json of the run in `workdir` (ConfigError if it has none)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise stages.ConfigError(f'{workdir} has no config.json; pass the '
                              '--workdir of a launch/main.py run')
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def read_config(workdir: str, chain: str) -> ml_collections.ConfigDict:
+  """The config.json of the run in `workdir`, which must be a run of the
+  chain `chain` ('growth' or 'attribute'; ConfigError if it has no config or
+  is of another chain)."""
+  config = load_config(workdir)
   if chain_of(config) != chain:
     raise stages.ConfigError(f'{workdir} holds a run of another kind (chain='
                              f'{chain_of(config)!r}); pass the --workdir of a '
