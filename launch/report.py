@@ -84,8 +84,8 @@ def main(argv):
   with open(os.path.join(_OUT.value, 'report.md'), 'w') as f:
     f.write(report.markdown(data, _REFERENCE.value or 'upstream',
                             _SPLIT.value))
-  for i, metric in enumerate(_Y.value):
-    name = 'tradeoff.png' if i == 0 else f'tradeoff_{metric}.png'
+  plots = ['tradeoff.png'] + [f'tradeoff_{m}.png' for m in _Y.value[1:]]
+  for name, metric in zip(plots, _Y.value):
     report.plot_tradeoff(data, os.path.join(_OUT.value, name), _SPLIT.value,
                          metric)
   report.plot_against_k(data, os.path.join(_OUT.value, 'against_k.png'),
@@ -95,9 +95,7 @@ def main(argv):
     first.setdefault(report.variant_of(wd)[0], wd)
   for picture in ('reconstructions.png', 'traversals.png'):
     report.strips(first, picture, os.path.join(_OUT.value, picture))
-  plots = ', '.join(['tradeoff.png'] + [f'tradeoff_{m}.png'
-                                         for m in _Y.value[1:]])
-  print(f'wrote {_OUT.value}/report.md, {plots}, against_k.png, '
+  print(f'wrote {_OUT.value}/report.md, {", ".join(plots)}, against_k.png, '
         'reconstructions.png, traversals.png')
 
 
