@@ -26,7 +26,6 @@ streamed or not.
 
 import functools
 import json
-import os
 from typing import Callable, Optional
 
 from absl import logging
@@ -43,6 +42,7 @@ from jacdistill import fader
 from jacdistill import input_pipeline
 from jacdistill import metrics
 from jacdistill import models
+from jacdistill import paths
 from jacdistill import pictures
 from jacdistill import stages
 from jacdistill import train
@@ -71,7 +71,7 @@ def make_stage(config, workdir: str, name: str) -> stages.Stage:
   keys = train.stage_keys(config.seed, index)
   return stages.Stage(
       index=index, label=f'stage {name} (code {model.code_size})',
-      dir=os.path.join(workdir, name), model=model,
+      dir=paths.join(workdir, name), model=model,
       weights=attr_config.stage_weights(config, name),
       tx=train.make_optimizer(
           config.train.learning_rate, config.train.weight_decay,
@@ -273,7 +273,7 @@ def evaluate_stage(stage: stages.Stage, config, variables,
           f'{name}={strength:+g}' for name in cfg.data.attributes],
       row_labels=[f'test {i}' for i in range(m)])
   if jax.process_index() == 0:
-    pictures.save_png(os.path.join(stage.dir, 'edits.png'), grid, scale=1)
+    pictures.save_png(paths.join(stage.dir, 'edits.png'), grid, scale=1)
   writer.write_images(0, {'edits': grid[None]})
   split = cfg.eval.split
   writer.write_scalars(0, {f'{split}/{k}': v for k, v in out.items()

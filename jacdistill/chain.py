@@ -13,7 +13,6 @@ students are: its `eval.swap_dims` most informative dims are swapped.
 """
 
 import json
-import os
 from typing import Optional
 
 from absl import logging
@@ -27,6 +26,7 @@ from jacdistill import growth
 from jacdistill import input_pipeline
 from jacdistill import metrics
 from jacdistill import models
+from jacdistill import paths
 from jacdistill import pictures
 from jacdistill import stages
 from jacdistill import train
@@ -166,7 +166,7 @@ def make_stage(config, workdir: str, index: int,
   dim = stage_dims(config.growth)[index]
   return stages.Stage(
       index=index, label=f'stage {index} (k={dim})',
-      dir=os.path.join(workdir, f'stage_{index:02d}'),
+      dir=paths.join(workdir, f'stage_{index:02d}'),
       model=build_model(config.model, dim, image_shape, index),
       weights=stage_weights(config.loss, index),
       tx=train.make_optimizer(
@@ -230,9 +230,9 @@ def evaluate_stage(stage: stages.Stage, config, variables,
       row_labels=[f'dim {j}' + (' (teacher)' if j < factor_dims else '')
                   for j in range(dim)])
   if jax.process_index() == 0:
-    pictures.save_png(os.path.join(stage.dir, 'reconstructions.png'),
+    pictures.save_png(paths.join(stage.dir, 'reconstructions.png'),
                       rec_grid, scale=1)
-    pictures.save_png(os.path.join(stage.dir, 'traversals.png'), trav_grid,
+    pictures.save_png(paths.join(stage.dir, 'traversals.png'), trav_grid,
                       scale=1)
   writer.write_images(0, {'reconstructions': rec_grid[None],
                           'traversals': trav_grid[None]})

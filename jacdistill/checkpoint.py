@@ -13,7 +13,7 @@ import errno
 import gc
 import hashlib
 import logging as std_logging
-import os
+import posixpath
 import sys
 from typing import Any, Optional
 
@@ -44,7 +44,7 @@ class DiskFullError(CheckpointError):
   def __init__(self, path: str, what: str, kept: str):
     super().__init__(path, what, kept)
     self.path, self.what, self.kept = path, what, kept
-    self.holder = os.path.dirname(path)
+    self.holder = posixpath.dirname(path)  # A URL's too.
 
   def held_by(self, workdir: str) -> 'DiskFullError':
     self.holder = workdir
@@ -161,7 +161,7 @@ class Checkpoints:
     # From the directory, not orbax's cache: a failed save leaves only its
     # temporary directory (`<step>.orbax-checkpoint-tmp`).
     try:
-      return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+      return sorted(int(n) for n in paths.listdir(self.directory) if n.isdigit())
     except OSError:
       return []
 

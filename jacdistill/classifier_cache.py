@@ -42,7 +42,7 @@ def default_classifier_dir(data_config: Any) -> str:
   root = os.environ.get('JACDISTILL_CACHE',
                         os.path.expanduser('~/.cache/jacdistill'))
   limit = getattr(data_config, 'limit', 0) or 'full'
-  return os.path.join(root, 'classifiers', f'{data_config.name}_{limit}')
+  return paths.join(root, 'classifiers', f'{data_config.name}_{limit}')
 
 
 def _variable_shapes(model: classifier.Classifier,
@@ -72,7 +72,7 @@ def restore(directory: str, model: classifier.Classifier,
   abstract = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
       _variable_shapes(model, image_shape))
-  path = os.path.join(paths.absolute(directory), CHECKPOINT_SUBDIR)
+  path = paths.join(paths.absolute(directory), CHECKPOINT_SUBDIR)
   try:
     with _checkpointer() as checkpointer:
       return checkpointer.restore(path, abstract)
@@ -168,7 +168,11 @@ def _load_or_train(data_config: Any, clf_config: Any,
   """`load_or_train_classifier` in this process alone."""
   log = log_fn or logging.info
   directory = directory or default_classifier_dir(data_config)
-  record_path = os.path.join(directory, RECORD_FILE)
+  try:
+    paths.check_checkpoint_dir(directory)
+  except ValueError as e:
+    raise ClassifierError(str(e)) from None
+  record_path = paths.join(directory, RECORD_FILE)
   model = classifier.make_classifier(data_config, clf_config)
   image_shape = classifier.classifier_image_shape(data_config, clf_config)
   dataset = {'name': data_config.name,
@@ -177,9 +181,8 @@ def _load_or_train(data_config: Any, clf_config: Any,
   config = json.loads(json.dumps(clf_config.to_dict() if hasattr(
       clf_config, 'to_dict') else dict(clf_config)))
 
-  if os.path.exists(record_path):
-    with open(record_path) as f:
-      record = json.load(f)
+  if paths.exists(record_path):
+    record = paths.read_json(record_path)
     if record['dataset'] != dataset or record['config'] != config:
       raise ClassifierError(
           f'{directory} holds a classifier of dataset {record["dataset"]} with '
@@ -203,13 +206,13 @@ def _load_or_train(data_config: Any, clf_config: Any,
       variables, test_accuracy = classifier.train_classifier(
           data_config, clf_config, log_fn)
     wall_time = time.time() - start_time
-    os.makedirs(directory, exist_ok=True)
+    paths.makedirs(directory)
     with _checkpointer() as checkpointer:
       # force: a checkpoint without its record is a leftover of an
       # interrupted save and is overwritten. Among many processes orbax
       # refuses to write arrays of one device, so they go as numpy.
-      checkpointer.save(os.path.join(paths.absolute(directory),
-                                     CHECKPOINT_SUBDIR),
+      checkpointer.save(paths.join(paths.absolute(directory),
+                                   CHECKPOINT_SUBDIR),
                         variables if jax.process_count() == 1 else
                         jax.device_get(variables), force=True)
       checkpointer.wait_until_finished()
@@ -217,10 +220,7 @@ def _load_or_train(data_config: Any, clf_config: Any,
               'num_classes': model.num_classes, **extra,
               'config': config, 'wall_time_s': wall_time,
               'backend': jax.default_backend()}
-    tmp_path = record_path + '.tmp'
-    with open(tmp_path, 'w') as f:
-      json.dump(record, f, indent=2)
-    os.replace(tmp_path, record_path)
+    paths.write_json(record_path, record)
     log(f'Saved the {data_config.name} classifier to {directory} (test '
         f'accuracy {test_accuracy:.4f}, {wall_time:.0f} s).')
   return classifier.ClassifierHandle(

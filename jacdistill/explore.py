@@ -37,7 +37,6 @@ import dataclasses
 import importlib.resources
 import json
 import math
-import os
 import shlex
 import urllib.parse
 from typing import Any, Optional, Sequence
@@ -49,6 +48,7 @@ import numpy as np
 from jacdistill import attr_chain
 from jacdistill import chain
 from jacdistill import editing
+from jacdistill import paths
 from jacdistill import pictures
 from jacdistill import pretrained
 from jacdistill import train
@@ -249,7 +249,7 @@ class Explorer:
                               f'{[s.name for s in stages]}')
     images = pretrained.test_images(kind, stages[0].config)
     return cls(stages, images, primary=None if stage is None else str(stage),
-               title=f'{os.path.basename(os.path.normpath(workdir))} '
+               title=f'{paths.basename(workdir)} '
                      f'({kind} chain)')
 
   @classmethod

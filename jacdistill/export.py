@@ -11,6 +11,7 @@ the same model.
 """
 
 import datetime
+import io
 import json
 import os
 import re
@@ -26,9 +27,10 @@ from jacdistill import checkpoint
 from jacdistill import classifier
 from jacdistill import classifier_cache
 from jacdistill import input_pipeline
+from jacdistill import paths
 from jacdistill import pretrained
-from jacdistill import stages
 from jacdistill import train
+from jacdistill import workdir_files
 
 CHECK_IMAGES = 1000  # Test images whose MSE (or accuracy) an entry records.
 # The datasets whose classifier can be exported (the in-memory ones).
@@ -73,11 +75,11 @@ def command_from_log(workdir: str) -> Optional[str]:
   """The training command on the first line of `workdir/log.txt`, as
   `python launch/main.py ...`, or None (no log, or its first line is not a
   launch/main.py command line)."""
-  path = os.path.join(workdir, 'log.txt')
-  if not os.path.exists(path):
+  path = paths.join(workdir, 'log.txt')
+  if not paths.exists(path):
     return None
-  with open(path, errors='replace') as f:
-    first = f.readline().strip()
+  with paths.open(path, 'rb') as f:
+    first = f.readline().decode(errors='replace').strip()
   match = _COMMAND.search(first)
   if not match:
     return None
@@ -87,11 +89,8 @@ def command_from_log(workdir: str) -> Optional[str]:
 
 
 def _summary_entry(workdir: str, kind: str, stage) -> dict:
-  path = os.path.join(workdir, 'summary.json')
-  stages = []
-  if os.path.exists(path):
-    with open(path) as f:
-      stages = json.load(f)['stages']
+  path = paths.join(workdir, 'summary.json')
+  stages = workdir_files.load_summary(workdir)['stages']
   key = 'stage' if kind == 'growth' else 'name'
   for s in stages:
     if s.get(key) == stage:
@@ -102,21 +101,19 @@ def _summary_entry(workdir: str, kind: str, stage) -> dict:
 
 
 def _write_npz(directory: str, name: str, flat: dict) -> tuple[str, int, str]:
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f'{name}.npz')
-  with open(path + '.tmp', 'wb') as f:
-    np.savez(f, **flat)
-  os.replace(path + '.tmp', path)
-  return (os.path.basename(path), os.path.getsize(path),
+  paths.makedirs(directory)
+  path = paths.join(directory, f'{name}.npz')
+  buffer = io.BytesIO()
+  np.savez(buffer, **flat)
+  paths.replace(path, buffer.getvalue())
+  return (paths.basename(path), len(buffer.getvalue()),
           pretrained.file_sha256(path))
 
 
 def _write_manifest(directory: str, manifest: dict) -> None:
-  path = os.path.join(directory, pretrained.MANIFEST)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(path + '.tmp', path)  # Never a half-written manifest.
+  # Never a half-written manifest.
+  paths.replace(paths.join(directory, pretrained.MANIFEST),
+                json.dumps(manifest, indent=2, sort_keys=True) + '\n')
 
 
 def _record(directory: str, name: str, new: dict) -> dict:
@@ -163,14 +160,9 @@ def export_stage(workdir: str, name: str, stage=None,
   command = command or command_from_log(workdir)
   if not command:
     raise pretrained.PretrainedError(
-        f'{os.path.join(workdir, "log.txt")} does not start with the training '
+        f'{paths.join(workdir, "log.txt")} does not start with the training '
         "command; pass it with --command='python launch/main.py ...'")
-  config_path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(config_path):
-    raise stages.ConfigError(f'{workdir} has no config.json; pass the '
-                            '--workdir of a launch/main.py run')
-  with open(config_path) as f:
-    run_config = json.load(f)
+  run_config = workdir_files.load_config(workdir).to_dict()
   kind = pretrained.kind_of(ml_collections.ConfigDict(run_config))
   if kind == 'growth':
     if stage is None:
@@ -196,7 +188,7 @@ def export_stage(workdir: str, name: str, stage=None,
   file, size, sha = _write_npz(directory, name, pretrained.flatten(variables))
   return _record(directory, name, {
       'file': file, 'bytes': size, 'sha256': sha, 'kind': kind,
-      'chain': chain_name or os.path.basename(os.path.normpath(workdir)),
+      'chain': chain_name or paths.basename(workdir),
       'dataset': config.data.name, 'stage': stage,
       'code_size': int(model.code_size), 'config': run_config,
       'commit': commit or code_commit(), 'command': command,
@@ -210,7 +202,9 @@ def export_stage(workdir: str, name: str, stage=None,
 
 def _relative(path: str) -> str:
   """`path` relative to the repository when inside it (as commands name it)."""
-  path = os.path.abspath(path)
+  path = paths.absolute(path)
+  if paths.is_url(path):
+    return path
   if path.startswith(pretrained.REPO_ROOT + os.sep):
     return os.path.relpath(path, pretrained.REPO_ROOT)
   home = os.path.expanduser('~')
@@ -220,8 +214,7 @@ def _relative(path: str) -> str:
 
 
 def _summary_stages(workdir: str) -> list:
-  with open(os.path.join(workdir, 'summary.json')) as f:
-    return [s['stage'] for s in json.load(f)['stages']]
+  return [s['stage'] for s in workdir_files.load_summary(workdir)['stages']]
 
 
 def export_classifier(name: str, dataset: str = 'fashion_mnist',
@@ -245,13 +238,12 @@ def export_classifier(name: str, dataset: str = 'fashion_mnist',
   data = pretrained.classifier_data(dataset)
   classifier_dir = (classifier_dir or
                     classifier_cache.default_classifier_dir(data))
-  record_path = os.path.join(classifier_dir, classifier_cache.RECORD_FILE)
-  if not os.path.exists(record_path):
+  record_path = paths.join(classifier_dir, classifier_cache.RECORD_FILE)
+  if not paths.exists(record_path):
     raise pretrained.PretrainedError(
         f'{record_path} is missing: no finished classifier there; train it '
         'with launch/classifier.py or pass --classifier_dir')
-  with open(record_path) as f:
-    record = json.load(f)
+  record = paths.read_json(record_path)
   if record['dataset'].get('name') != dataset:
     raise pretrained.PretrainedError(
         f'{classifier_dir} holds a classifier of {record["dataset"]}, not '

@@ -16,6 +16,8 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from jacdistill import paths
+
 FONT_SIZE = 11  # Pixels; PIL's default FreeType font stays legible at 11.
 MIN_TILE = 64  # Smallest enlarged tile side `labelled_grid` picks by default.
 TEXT_PAD = 3  # Pixels around each title and label.
@@ -49,7 +51,8 @@ def save_png(path: str, image_HxWx3: np.ndarray, scale: int = 2) -> None:
   img = Image.fromarray(image_HxWx3)
   if scale > 1:
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-  img.save(path)
+  with paths.open(path, 'wb') as f:
+    img.save(f, format='PNG')
 
 
 def traversal_codes(base_code: np.ndarray, all_codes: np.ndarray,

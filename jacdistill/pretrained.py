@@ -26,7 +26,6 @@ and `install_classifier` writes it into the classifier cache.
 """
 
 import hashlib
-import json
 import os
 from typing import Any, Optional
 
@@ -87,7 +86,7 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 def file_sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with paths.open(path, 'rb') as f:
     for block in iter(lambda: f.read(1 << 20), b''):
       digest.update(block)
   return digest.hexdigest()
@@ -98,12 +97,11 @@ def file_sha256(path: str) -> str:
 
 def read_manifest(directory: str = DEFAULT_DIR) -> dict:
   """The manifest of `directory`; an empty one if it has none."""
-  path = os.path.join(directory, MANIFEST)
-  if not os.path.exists(path):
+  path = paths.join(directory, MANIFEST)
+  if not paths.exists(path):
     return {'format': FORMAT, 'models': {}}
   try:
-    with open(path) as f:
-      manifest = json.load(f)
+    manifest = paths.read_json(path)
   except (OSError, ValueError) as e:
     raise PretrainedError(f'{path} cannot be read ({type(e).__name__}: '
                           f'{e}); check it out again from git') from None
@@ -119,7 +117,7 @@ def entry(name: str, directory: str = DEFAULT_DIR) -> dict:
   if name not in models_:
     known = ', '.join(sorted(models_)) or 'none'
     raise PretrainedError(
-        f'no model {name!r} in {os.path.join(directory, MANIFEST)} (shipped: '
+        f'no model {name!r} in {paths.join(directory, MANIFEST)} (shipped: '
         f'{known}); pick one of those or export it with launch/export.py')
   return models_[name]
 
@@ -224,8 +222,8 @@ def load(name: str, directory: str = DEFAULT_DIR):
       a fingerprint that is not the entry's.
   """
   e = entry(name, directory)
-  path = os.path.join(directory, e['file'])
-  if not os.path.exists(path):
+  path = paths.join(directory, e['file'])
+  if not paths.exists(path):
     raise PretrainedError(f'{path} is missing; check it out from git '
                           '(git checkout -- pretrained) or export it again '
                           'with launch/export.py')
@@ -238,7 +236,7 @@ def load(name: str, directory: str = DEFAULT_DIR):
   config = ml_collections.ConfigDict(e['config'])
   model, expected = _shapes(e['kind'], config, e['stage'])
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    with paths.open(path, 'rb') as f, np.load(f, allow_pickle=False) as npz:
       flat = {k: npz[k] for k in npz.files}
   except (OSError, ValueError) as e_:
     raise PretrainedError(f'{path} cannot be read ({type(e_).__name__}: '
@@ -271,7 +269,7 @@ def load_classifier(name: str, directory: str = DEFAULT_DIR
   swap and flip accuracies then need no cache), and its entry."""
   config, model, variables, e = load(name, directory)
   if e['kind'] != 'classifier':
-    raise PretrainedError(f'{name!r} in {os.path.join(directory, MANIFEST)} '
+    raise PretrainedError(f'{name!r} in {paths.join(directory, MANIFEST)} '
                           f'is a {e["kind"]} model, not a classifier; pick a '
                           'classifier entry')
   shape = classifier.classifier_image_shape(classifier_data(e['dataset']),
@@ -297,20 +295,18 @@ def install_classifier(name: str, classifier_dir: Optional[str] = None,
   handle, e = load_classifier(name, directory)
   target = classifier_dir or classifier_cache.default_classifier_dir(
       classifier_data(e['dataset']))
-  record_path = os.path.join(target, classifier_cache.RECORD_FILE)
-  if os.path.exists(record_path):
+  record_path = paths.join(target, classifier_cache.RECORD_FILE)
+  if paths.exists(record_path):
     raise PretrainedError(f'{record_path} exists: {target} already holds a '
                           'classifier; delete that directory to install '
                           f'{name!r} there')
-  os.makedirs(target, exist_ok=True)
+  paths.makedirs(target)
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(paths.absolute(target),
-                                   classifier_cache.CHECKPOINT_SUBDIR),
+    checkpointer.save(paths.join(paths.absolute(target),
+                                 classifier_cache.CHECKPOINT_SUBDIR),
                       handle.variables, force=True)
     checkpointer.wait_until_finished()
   # The record last, as load_or_train_classifier writes it: a directory
   # without one is an interrupted save and is overwritten.
-  with open(record_path + '.tmp', 'w') as f:
-    json.dump(e['record'], f, indent=2)
-  os.replace(record_path + '.tmp', record_path)
+  paths.write_json(record_path, e['record'])
   return target

@@ -17,12 +17,12 @@ accuracy, seed by seed (same seed: same teacher, same data order).
 The attribute chains' report is `jacdistill.attr_report`.
 """
 
-import json
-import os
 import re
 from typing import Any, Optional
 
 import numpy as np
+
+from jacdistill import paths
 
 
 # Per-stage metrics of a growth chain, in table order.
@@ -41,7 +41,7 @@ AXIS_NAMES = {'swap_acc': 'swap accuracy (external classifier)',
 
 def variant_of(workdir: str) -> tuple[str, int]:
   """('upstream', 2) for '.../upstream_s2'; seed 0 when there is no suffix."""
-  name = os.path.basename(os.path.normpath(workdir))
+  name = paths.basename(workdir)
   m = re.fullmatch(r'(.*)_s(\d+)', name)
   return (m.group(1), int(m.group(2))) if m else (name, 0)
 
@@ -50,10 +50,9 @@ def read_summaries(workdirs: list[str]) -> dict[str, dict]:
   """{workdir: summary} for the workdirs that have a summary.json."""
   out = {}
   for wd in sorted(workdirs):
-    path = os.path.join(wd, 'summary.json')
-    if os.path.exists(path):
-      with open(path) as f:
-        out[wd] = json.load(f)
+    path = paths.join(wd, 'summary.json')
+    if paths.exists(path):
+      out[wd] = paths.read_json(path)
   return out
 
 
@@ -232,6 +231,14 @@ def pyplot():
   return plt
 
 
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib figure as a PNG to `path` (a local path or a URL)
+  and closes it."""
+  with paths.open(path, 'wb') as f:
+    fig.savefig(f, format='png', dpi=120)
+  pyplot().close(fig)
+
+
 def _curve(runs: dict[int, list[dict]], metric: str, split: str,
            keep=lambda k: True):
   """(k, mean MSE, mean metric, std metric) per k, over the seeds."""
@@ -277,8 +284,7 @@ def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str,
   if drawn:
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def plot_against_k(data: dict[str, dict[int, list[dict]]], path: str,
@@ -309,18 +315,17 @@ def plot_against_k(data: dict[str, dict[int, list[dict]]], path: str,
     ax.grid(alpha=0.3)
   left.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def strips(workdirs: dict[str, str], picture: str, path: str) -> None:
   """Stacks one stage picture of several workdirs vertically, each labelled."""
   items = []
   for label, wd in workdirs.items():
-    stages = sorted(d for d in os.listdir(wd) if d.startswith('stage_'))
+    stages = [d for d in paths.listdir(wd) if d.startswith('stage_')]
     if stages:
       items.append((f'{label} ({stages[-1]})',
-                    os.path.join(wd, stages[-1], picture)))
+                    paths.join(wd, stages[-1], picture)))
   stack_pictures(items, path)
 
 
@@ -328,8 +333,11 @@ def stack_pictures(items: list[tuple[str, str]], path: str) -> None:
   """Stacks the PNGs of (label, file) pairs vertically, each labelled; files
   that do not exist are left out, and nothing is written if none does."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  images = [(label, Image.open(p).convert('RGB')) for label, p in items
-            if os.path.exists(p)]
+  images = []
+  for label, p in items:
+    if paths.exists(p):
+      with paths.open(p, 'rb') as f:
+        images.append((label, Image.open(f).convert('RGB')))
   if not images:
     return
   width = max(im.width for _, im in images)
@@ -341,4 +349,5 @@ def stack_pictures(items: list[tuple[str, str]], path: str) -> None:
     draw.text((2, y), label, fill='black')
     out.paste(im, (0, y + 14))
     y += im.height + 14
-  out.save(path)
+  with paths.open(path, 'wb') as f:
+    out.save(f, format='PNG')

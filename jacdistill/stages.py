@@ -16,7 +16,6 @@ settings is scored again.
 """
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable, Optional
 
@@ -30,6 +29,7 @@ from jacdistill import checkpoint
 from jacdistill import growth
 from jacdistill import models
 from jacdistill import parallel
+from jacdistill import paths
 from jacdistill import train
 
 
@@ -168,7 +168,7 @@ def open_stage(stage: Stage, state, keep: int, total: int,
   Raises:
     ConfigError: the checkpoint was trained under another teacher.
   """
-  ckpts = checkpoint.Checkpoints(os.path.join(stage.dir, 'checkpoints'),
+  ckpts = checkpoint.Checkpoints(paths.join(stage.dir, 'checkpoints'),
                                  max_to_keep=keep)
   restored = ckpts.restore_latest(
       state, None if mesh is None else parallel.replicated_sharding(mesh))
@@ -331,9 +331,9 @@ def restore_stage(stage: Stage, where: str):
   """The latest variables of a stage's checkpoints (ConfigError if none)."""
   like = _trainer(stage).create_state(
       initial_variables(stage.model, stage.keys), stage.tx)
-  directory = os.path.join(stage.dir, 'checkpoints')
+  directory = paths.join(stage.dir, 'checkpoints')
   restored = None
-  if os.path.isdir(directory):
+  if paths.isdir(directory):
     ckpts = checkpoint.Checkpoints(directory)
     try:
       restored = ckpts.restore_latest(like)

@@ -5,7 +5,6 @@ back (`read_config`). Every write replaces a file whole, from process 0.
 """
 
 import json
-import os
 from typing import Any, Optional
 
 import jax
@@ -13,6 +12,7 @@ import ml_collections
 
 from jacdistill import checkpoint
 from jacdistill import parallel
+from jacdistill import paths
 from jacdistill import stages
 
 # Fields a workdir's run may change between invocations without becoming a
@@ -45,11 +45,10 @@ def check_workdir(config, workdir: str) -> None:
   growth chain may raise `growth.end_dim`), and the fields of a stage that
   has not run (in `stages` but not in the old order) may change.
   """
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(workdir, 'config.json')
+  if not paths.exists(path):
     return
-  with open(path) as f:
-    old = json.load(f)
+  old = paths.read_json(path)
   new = json.loads(config.to_json())
   a, b = _flat(old), _flat(new)
   ran = list(old.get('stage_order', ()))
@@ -83,15 +82,11 @@ def write_json(path: str, value: Any) -> None:
   if jax.process_index() != 0:
     return
   try:
-    with open(path + '.tmp', 'w') as f:
-      json.dump(value, f, indent=2)
-    os.replace(path + '.tmp', path)
+    paths.write_json(path, value)
   except OSError as e:
-    if os.path.exists(path + '.tmp'):
-      os.remove(path + '.tmp')
     if not checkpoint.is_disk_full(e):
       raise
-    kept = (f'{path} is kept as it was' if os.path.exists(path) else
+    kept = (f'{path} is kept as it was' if paths.exists(path) else
             f'{path} was not written')
     raise checkpoint.DiskFullError(path, f'writing {path}', kept) from e
 
@@ -100,6 +95,10 @@ def claim_workdir(config, workdir: str, num_train: int):
   """Last checks before any compilation, then records the config in the
   workdir (so a refused config never becomes the workdir's config).
   Returns the data mesh."""
+  try:
+    paths.check_checkpoint_dir(workdir)
+  except ValueError as e:
+    raise stages.ConfigError(str(e)) from e
   if config.train.batch_size > num_train:
     raise stages.ConfigError(
         f'train.batch_size={config.train.batch_size} exceeds the '
@@ -109,22 +108,21 @@ def claim_workdir(config, workdir: str, num_train: int):
     parallel.check_batch_size(config.train.batch_size, mesh)
   except ValueError as e:
     raise stages.ConfigError(str(e)) from e
-  os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
+  paths.makedirs(workdir)
+  write_json(paths.join(workdir, 'config.json'), json.loads(config.to_json()))
   return mesh
 
 
 def load_summary(workdir: str) -> dict:
   """The workdir's summary.json, or an empty one."""
-  path = os.path.join(workdir, 'summary.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  path = paths.join(workdir, 'summary.json')
+  if paths.exists(path):
+    return paths.read_json(path)
   return {'stages': []}
 
 
 def write_summary(workdir: str, summary: dict) -> None:
-  write_json(os.path.join(workdir, 'summary.json'), summary)
+  write_json(paths.join(workdir, 'summary.json'), summary)
 
 
 def chain_of(config) -> Optional[str]:
@@ -139,12 +137,11 @@ def chain_of(config) -> Optional[str]:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config.json of the run in `workdir` (ConfigError if it has none)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(workdir, 'config.json')
+  if not paths.exists(path):
     raise stages.ConfigError(f'{workdir} has no config.json; pass the '
                              '--workdir of a launch/main.py run')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(paths.read_json(path))
 
 
 def read_config(workdir: str, chain: str) -> ml_collections.ConfigDict:

@@ -57,6 +57,10 @@ def main(argv):
   parallel.maybe_initialize_distributed()
   config = _CONFIG.value
   workdir = paths.absolute(_WORKDIR.value or _default_workdir())
+  try:
+    paths.check_checkpoint_dir(workdir)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   stop = {'requested': False}
   if jax.distributed.is_initialized():
     # JAX's preemption service holds SIGTERM (a handler of ours would
@@ -118,7 +122,7 @@ def main(argv):
                      f'  {k} {scores[k]:.3f}' for k in (
                          'swap_acc', 'flip_acc_pos_mean', 'flip_acc')
                      if k in scores))
-  logging.info('summary: %s', os.path.join(workdir, 'summary.json'))
+  logging.info('summary: %s', paths.join(workdir, 'summary.json'))
 
 
 if __name__ == '__main__':

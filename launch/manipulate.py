@@ -28,8 +28,6 @@ that value, as the flip accuracy does: one class stays on. launch/explore.py's
 "copy command" writes these calls.
 """
 
-import json
-import os
 import sys
 
 
@@ -46,10 +44,12 @@ from jacdistill import checkpoint
 from jacdistill import editing
 from jacdistill import input_pipeline
 from jacdistill import models
+from jacdistill import paths
 from jacdistill import pictures
 from jacdistill import pretrained
 from jacdistill import stages
 from jacdistill import train
+from jacdistill import workdir_files
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a launch/main.py run.')
 _STAGE = flags.DEFINE_string('stage', None, 'Stage to use (attribute: name; growth: index); default the last.')
@@ -93,15 +93,16 @@ def parse_edits(specs, names) -> list[tuple[int, float]]:
   return out
 
 
-def load_images(paths, config, kind: str = 'attribute') -> np.ndarray:
+def load_images(image_paths, config, kind: str = 'attribute') -> np.ndarray:
   """uint8 (N, S, S, C) images prepared as the training data was
   (`editing.prepare_image`)."""
   native, size, channels = editing.image_geometry(kind, config, config.model)
   out = []
-  for path in paths:
+  for path in image_paths:
     try:
-      img = Image.open(path)
-      img.load()
+      with paths.open(path, 'rb') as f:
+        img = Image.open(f)
+        img.load()
     except (OSError, ValueError, SyntaxError) as e:
       raise ManipulateError(f'cannot read image {path}: {e}') from None
     out.append(editing.prepare_image(img, native, size, channels))
@@ -127,11 +128,9 @@ def load_model(workdir=None, stage=None, pretrained_name=None,
       raise ManipulateError(f'{pretrained_name!r} is a classifier; pick an '
                             'autoencoder')
     return entry['kind'], config, model, variables
-  path = os.path.join(workdir, 'config.json')
-  growth = False
-  if os.path.exists(path):
-    with open(path) as f:
-      growth = 'growth' in json.load(f)
+  path = paths.join(workdir, 'config.json')
+  growth = (paths.exists(path) and
+            workdir_files.chain_of(paths.read_json(path)) == 'growth')
   try:
     if growth:
       try:
@@ -179,7 +178,7 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
   images, rows = [], []
   if image_paths:
     images.append(load_images(image_paths, config, kind))
-    rows += [os.path.basename(p) for p in image_paths]
+    rows += [paths.basename(p) for p in image_paths]
   if test_indices:
     test = pretrained.test_images(kind, config)
     bad = [i for i in test_indices if not 0 <= i < len(test)]

@@ -10,13 +10,18 @@ resumable on its own: re-running the sweep skips finished chains.
 
 import importlib.util
 import os
+import re
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+
+from jacdistill import paths
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file with a sweep(), '
                               'optionally :variant.')
@@ -42,6 +47,24 @@ def _sweep_entries(path: str) -> list[tuple[str, dict]]:
   return entries
 
 
+def _local_log(workdir: str) -> str:
+  """The local file a chain's output is appended to: `workdir/log.txt`, or
+  for a URL workdir a local copy of it (in the temporary directory, started
+  from the copy in the workdir), uploaded to `workdir/log.txt` when the chain
+  exits: an object store cannot be appended to."""
+  if not paths.is_url(workdir):
+    return paths.join(workdir, 'log.txt')
+  local = os.path.join(tempfile.gettempdir(), 'jacdistill_sweep_logs',
+                       re.sub(r'[^A-Za-z0-9._-]+', '_', workdir) + '.txt')
+  os.makedirs(os.path.dirname(local), exist_ok=True)
+  remote = paths.join(workdir, 'log.txt')
+  with open(local, 'wb') as f:
+    if paths.exists(remote):
+      with paths.open(remote, 'rb') as r:
+        f.write(r.read())
+  return local
+
+
 def main(argv):
   del argv
   path = _CONFIG.value.split(':')[0]
@@ -49,7 +72,7 @@ def main(argv):
              if not _ONLY.value or n.startswith(tuple(_ONLY.value))]
   commands = []
   for name, overrides in entries:
-    workdir = os.path.join(_ROOT.value, name)
+    workdir = paths.join(_ROOT.value, name)
     cmd = [sys.executable, os.path.join(HERE, 'main.py'),
            f'--config={_CONFIG.value}', f'--workdir={workdir}']
     cmd += [f'--config.{k}={v}' for k, v in overrides.items()]
@@ -58,21 +81,30 @@ def main(argv):
     for _, _, cmd in commands:
       print(' '.join(cmd[1:]))
     return
-  os.makedirs(_ROOT.value, exist_ok=True)
+  paths.makedirs(_ROOT.value)
   pending, running, failed = list(commands), [], []
   while pending or running:
     while pending and len(running) < _PARALLEL.value:
       name, workdir, cmd = pending.pop(0)
-      os.makedirs(workdir, exist_ok=True)
-      log = open(os.path.join(workdir, 'log.txt'), 'a')
+      paths.makedirs(workdir)
+      local = _local_log(workdir)
+      log = open(local, 'a')
+      # The command first, as launch/export.py reads it back from log.txt.
+      log.write('python ' + shlex.join(cmd[1:]) + '\n')
+      log.flush()
       logging.info('start %s: %s', name, ' '.join(cmd[1:]))
-      running.append((name, subprocess.Popen(cmd, stdout=log, stderr=log),
+      running.append((name, workdir, local, log,
+                      subprocess.Popen(cmd, stdout=log, stderr=log),
                       time.time()))
     time.sleep(2)
     for item in list(running):
-      name, proc, t0 = item
+      name, workdir, local, log, proc, t0 = item
       if proc.poll() is not None:
         running.remove(item)
+        log.close()
+        if paths.is_url(workdir):
+          with open(local, 'rb') as f:
+            paths.replace(paths.join(workdir, 'log.txt'), f.read())
         logging.info('%s %s after %.0f s', 'done' if proc.returncode == 0
                      else f'FAILED (exit {proc.returncode})', name,
                      time.time() - t0)

@@ -24,6 +24,7 @@ PINNED=(
   'orbax-checkpoint==0.12.8' 'tensorflow-cpu==2.21.0'
   'tensorflow-datasets==4.9.10' 'tensorboard==2.21.0' 'clu==0.0.12'
   'ml_collections==1.1.0' 'etils==1.15.0' 'numpy==2.4.6' 'absl-py==2.5.1'
+  'fsspec==2026.9.0' 'gcsfs==2026.10.1'
 )
 
 # launch/main.py as `run` starts it (or by hand as `python launch/main.py`),

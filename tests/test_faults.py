@@ -8,6 +8,7 @@ process, which is the same code without paying the start-up (TensorFlow's
 import alone is seconds) again.
 """
 
+import builtins
 import errno
 import gzip
 import hashlib
@@ -290,12 +291,29 @@ def test_full_disk_while_writing_the_summary_keeps_the_old_one(
   path = str(tmp_path / 'summary.json')
   workdir_files.write_json(path, {'stages': []})
 
-  def no_space(value, f, **kwargs):
-    del value, kwargs
-    f.write('{"stag')
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  real_open = builtins.open
 
-  monkeypatch.setattr(json, 'dump', no_space)
+  class FullDisk:
+    """A file being written whose device fills after 6 characters."""
+
+    def __init__(self, f):
+      self.f = f
+
+    def write(self, data):
+      self.f.write(data[:6])
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self.f.close()
+
+  def open_on_a_full_disk(file, mode='r', *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    return FullDisk(f) if 'w' in mode else f
+
+  monkeypatch.setattr(builtins, 'open', open_on_a_full_disk)
   with pytest.raises(checkpoint.DiskFullError) as e:
     workdir_files.write_json(path, {'stages': [1]})
   assert str(e.value.held_by(str(tmp_path))) == (
