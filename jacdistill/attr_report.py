@@ -12,9 +12,32 @@ import numpy as np
 from jacdistill import report
 from jacdistill import workdir_files
 
+
 def is_attribute_chain(summary: dict) -> bool:
   """Whether a summary.json comes from the attribute chain (`stage_order`)."""
   return workdir_files.chain_of(summary.get('config', {})) == 'attribute'
+
+
+def merge_seeds(groups: dict[str, dict[int, dict]]) -> dict[int, dict]:
+  """One run per seed from workdirs of several variants ({variant: {seed:
+  summary}}, `report.group`), a seed's stages in variant order: a stage
+  trained in a workdir of its own (`fader32_s0`) joins the chain of its
+  seed (`chain_s0`). The first variant's config stands for the seed.
+
+  Raises:
+    ValueError: two workdirs of one seed hold stages of the same name.
+  """
+  runs: dict[int, dict] = {}
+  for variant, by_seed in sorted(groups.items()):
+    for seed, summary in by_seed.items():
+      run = runs.setdefault(seed, {'config': summary['config'], 'stages': []})
+      clash = ({s['name'] for s in run['stages']} &
+               {s['name'] for s in summary['stages']})
+      if clash:
+        raise ValueError(f'stage {sorted(clash)[0]} of seed {seed} is in '
+                         f'more than one workdir (one is {variant}_s{seed})')
+      run['stages'] = run['stages'] + summary['stages']
+  return runs
 
 
 def _stage_order(runs: dict[int, dict]) -> list[str]:
@@ -121,5 +144,4 @@ def plot_flip_vs_psnr(runs: dict[int, dict], path: str,
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  report.save_figure(fig, path)

@@ -10,7 +10,8 @@ other --tradeoff metrics), OUT/against_k.png (MSE and swap accuracy against k, t
 paper's figure), OUT/reconstructions.png and OUT/traversals.png (the last
 stage of each variant's first seed, side by side).
 
-Attribute chains (one workdir per seed, `<name>_s<seed>`): OUT/report.md
+Attribute chains (one workdir per seed, `<name>_s<seed>`; a stage trained
+in workdirs of its own, `fader32_s<seed>`, joins its seed's chain): OUT/report.md
 (PSNR and flip accuracy per stage, paired differences against
 --reference, flip accuracy per attribute), OUT/flip_vs_psnr.png and
 OUT/edits.png (every stage's edit grid of the first seed, stacked).
@@ -18,13 +19,13 @@ OUT/edits.png (every stage's edit grid of the first seed, stacked).
 Every figure comes from the split given by --split (default test).
 """
 
-import os
 import sys
 
 from absl import app
 from absl import flags
 
 from jacdistill import attr_report
+from jacdistill import paths
 from jacdistill import report
 
 _OUT = flags.DEFINE_string('out', None, 'Output directory.')
@@ -46,22 +47,22 @@ _Y = flags.DEFINE_list(
 
 
 def _attribute_report(summaries: dict, out: str) -> None:
-  groups = report.group(summaries)
-  if len(groups) > 1:
-    sys.exit('error: attribute-chain workdirs of several variants '
-             f'({", ".join(sorted(groups))}); give the seeds of one')
-  runs = next(iter(groups.values()))
-  with open(os.path.join(out, 'report.md'), 'w') as f:
-    f.write(attr_report.attribute_markdown(runs, _REFERENCE.value or '',
-                                           _SPLIT.value))
-  attr_report.plot_flip_vs_psnr(runs, os.path.join(out, 'flip_vs_psnr.png'),
+  try:
+    runs = attr_report.merge_seeds(report.group(summaries))
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  paths.replace(paths.join(out, 'report.md'), attr_report.attribute_markdown(
+      runs, _REFERENCE.value or '', _SPLIT.value))
+  attr_report.plot_flip_vs_psnr(runs, paths.join(out, 'flip_vs_psnr.png'),
                                 _SPLIT.value)
-  workdir = sorted(summaries)[0]
+  # Every stage's edit grid of the first seed, whichever workdir holds it.
+  first = [wd for wd in sorted(summaries)
+           if report.variant_of(wd)[1] == min(runs)]
   report.stack_pictures(
       [(f"{s['name']} (code {s['code_size']}): input, reconstruction, then "
-        'each attribute set to +1', os.path.join(workdir, s['name'],
-                                                 'edits.png'))
-       for s in summaries[workdir]['stages']], os.path.join(out, 'edits.png'))
+        'each attribute set to +1', paths.join(wd, s['name'], 'edits.png'))
+       for wd in first for s in summaries[wd]['stages']],
+      paths.join(out, 'edits.png'))
   print(f'wrote {out}/report.md, flip_vs_psnr.png, edits.png')
 
 
@@ -73,7 +74,7 @@ def main(argv):
   summaries = report.read_summaries(argv[1:])
   if not summaries:
     sys.exit('error: none of the given workdirs has a summary.json')
-  os.makedirs(_OUT.value, exist_ok=True)
+  paths.makedirs(_OUT.value)
   kinds = {attr_report.is_attribute_chain(s) for s in summaries.values()}
   if len(kinds) > 1:
     sys.exit('error: give growth-chain or attribute-chain workdirs, not both')
@@ -81,20 +82,19 @@ def main(argv):
     _attribute_report(summaries, _OUT.value)
     return
   data = report.load(list(summaries))
-  with open(os.path.join(_OUT.value, 'report.md'), 'w') as f:
-    f.write(report.markdown(data, _REFERENCE.value or 'upstream',
-                            _SPLIT.value))
+  paths.replace(paths.join(_OUT.value, 'report.md'), report.markdown(
+      data, _REFERENCE.value or 'upstream', _SPLIT.value))
   plots = ['tradeoff.png'] + [f'tradeoff_{m}.png' for m in _Y.value[1:]]
   for name, metric in zip(plots, _Y.value):
-    report.plot_tradeoff(data, os.path.join(_OUT.value, name), _SPLIT.value,
+    report.plot_tradeoff(data, paths.join(_OUT.value, name), _SPLIT.value,
                          metric)
-  report.plot_against_k(data, os.path.join(_OUT.value, 'against_k.png'),
+  report.plot_against_k(data, paths.join(_OUT.value, 'against_k.png'),
                         _VARIANTS.value, _SPLIT.value)
   first = {}
   for wd in sorted(summaries):
     first.setdefault(report.variant_of(wd)[0], wd)
   for picture in ('reconstructions.png', 'traversals.png'):
-    report.strips(first, picture, os.path.join(_OUT.value, picture))
+    report.strips(first, picture, paths.join(_OUT.value, picture))
   print(f'wrote {_OUT.value}/report.md, {", ".join(plots)}, against_k.png, '
         'reconstructions.png, traversals.png')
 

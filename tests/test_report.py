@@ -176,3 +176,27 @@ def test_attribute_report_over_seeds(tmp_path):
   assert '| glasses | 0.800 / 0.900 | 0.800 / 0.900 |' in text
   attr_report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'))
   assert os.path.getsize(tmp_path / 'flip.png') > 1000
+
+
+def test_a_stage_of_its_own_workdir_joins_its_seeds_chain():
+  config = {'stage_order': ['teacher'], 'data': {'attributes': ['a']}}
+  fader_config = {'stage_order': ['fader32'], 'data': {'attributes': ['a']}}
+
+  def run(config, name, psnr):
+    return {'config': config,
+            'stages': [_attr_stage(name, 74, psnr, [0.5], [1.0])]}
+  groups = {'chain': {0: run(config, 'teacher', 20.0),
+                      1: run(config, 'teacher', 21.0)},
+            'fader32': {1: run(fader_config, 'fader32', 24.0),
+                        0: run(fader_config, 'fader32', 23.0)}}
+  runs = attr_report.merge_seeds(groups)
+  assert sorted(runs) == [0, 1]
+  for seed in (0, 1):
+    assert [s['name'] for s in runs[seed]['stages']] == ['teacher', 'fader32']
+    assert runs[seed]['config'] is groups['chain'][seed]['config']
+  # fader32 - teacher, per seed: PSNR +3.0 both.
+  text = attr_report.attribute_markdown(runs, reference='teacher')
+  assert '| fader32 | 2 | +3.00 ± 0.00 |' in text
+  groups['again'] = {0: run(config, 'teacher', 20.0)}
+  with pytest.raises(ValueError, match='stage teacher of seed 0'):
+    attr_report.merge_seeds(groups)
