@@ -63,11 +63,54 @@ _ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
                  ('sap', 'SAP', 3))
 
 
+def flip_at_psnr(stages: list[dict], psnr: float,
+                 split: str = 'test') -> float:
+  """+1 flip accuracy of a front of stages (of one seed) at `psnr`,
+  interpolated linearly in PSNR between them; NaN outside their PSNR range
+  or when a stage has no flip accuracy."""
+  pts = sorted((report.value(s, 'psnr', split),
+                report.value(s, 'flip_acc_pos_mean', split)) for s in stages)
+  if not pts or not all(np.isfinite(p).all() for p in pts):
+    return float('nan')
+  x, y = zip(*pts)
+  if not x[0] <= psnr <= x[-1]:
+    return float('nan')
+  return float(np.interp(psnr, x, y))
+
+
+def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
+                 fronts: dict[str, list[str]], split: str) -> list[str]:
+  """The table of each front's +1 flip accuracy at the reference's PSNR."""
+  ref = by_stage[reference]
+  psnr = {seed: report.value(s, 'psnr', split) for seed, s in ref.items()}
+  lines = ['', f'## +1 flip accuracy at `{reference}`\'s PSNR (same seed)',
+           '', f'Each front\'s stages of a seed interpolated linearly in PSNR '
+           f'at the PSNR of `{reference}` of that seed '
+           f'({report.fmt(list(psnr.values()), 2)} dB); "-": outside the '
+           'front\'s PSNR range in every seed; n: the seeds in range.', '',
+           '| front | stages | n | flip +1 | paired difference |',
+           '|---|---|---|---|---|']
+  for name, stages in fronts.items():
+    at, diff = [], []
+    for seed in sorted(psnr):
+      if all(seed in by_stage.get(st, {}) for st in stages):
+        got = flip_at_psnr([by_stage[st][seed] for st in stages], psnr[seed],
+                           split)
+        at.append(got)
+        diff.append(got - report.value(ref[seed], 'flip_acc_pos_mean', split))
+    n = int(np.isfinite(at).sum()) if at else 0
+    lines.append(f"| {name} | {', '.join(stages)} | {n} | {report.fmt(at)} | "
+                 f'{report.fmt(diff, signed=True)} |')
+  return lines
+
+
 def attribute_markdown(runs: dict[int, dict], reference: str = '',
-                       split: str = 'test') -> str:
+                       split: str = 'test',
+                       fronts: dict[str, list[str]] | None = None) -> str:
   """Per-stage PSNR and flip accuracy of attribute chains (one per seed),
-  paired differences against stage `reference`, and the flip accuracy of
-  every attribute and direction, as Markdown."""
+  paired differences against stage `reference`, each of `fronts` ({name:
+  stage names}) at the reference's PSNR, and the flip accuracy of every
+  attribute and direction, as Markdown."""
   names = list(next(iter(runs.values()))['config']['data']['attributes'])
   by_stage = _by_name(runs)
   order = _stage_order(runs)
@@ -101,6 +144,8 @@ def attribute_markdown(runs: dict[int, dict], reference: str = '',
                     for s in seeds], digits, signed=True)
                for m, _, digits in _ATTR_COLUMNS]
       lines.append(f'| {name} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
+    if fronts:
+      lines += _front_lines(by_stage, reference, fronts, split)
   scored = [n for n in order if any('flip_acc_pos' in s.get(split, {})
                                     for s in by_stage[n].values())]
   if scored:
@@ -117,13 +162,25 @@ def attribute_markdown(runs: dict[int, dict], reference: str = '',
   return '\n'.join(lines) + '\n'
 
 
-def plot_flip_vs_psnr(runs: dict[int, dict], path: str,
-                      split: str = 'test') -> None:
+def plot_flip_vs_psnr(runs: dict[int, dict], path: str, split: str = 'test',
+                      fronts: dict[str, list[str]] | None = None) -> None:
   """Flip accuracy of +1 edits (filled) and of both directions (hollow)
-  against PSNR, one point per stage, mean over seeds with 1-std bars."""
+  against PSNR, one point per stage, mean over seeds with 1-std bars; each
+  of `fronts` ({name: stage names}) a dashed line through its +1 means."""
   plt = report.pyplot()
   fig, ax = plt.subplots(figsize=(7, 5))
-  for name, per_seed in _by_name(runs).items():
+  by_stage = _by_name(runs)
+  for name, stages in (fronts or {}).items():
+    pts = sorted(
+        (report.stats([report.value(s, 'psnr', split)
+                       for s in by_stage[st].values()])[0],
+         report.stats([report.value(s, 'flip_acc_pos_mean', split)
+                       for s in by_stage[st].values()])[0])
+        for st in stages)
+    ax.plot(*zip(*pts), '--', color='grey', lw=1, zorder=0)
+    ax.annotate(name, pts[-1], textcoords='offset points', xytext=(-10, -12),
+                fontsize=8, color='grey')
+  for name, per_seed in by_stage.items():
     entries = list(per_seed.values())
     if not any('flip_acc' in s.get(split, {}) for s in entries):
       continue

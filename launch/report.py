@@ -2,6 +2,7 @@
 
   python launch/report.py --out=results/fashion_grow workdirs/grow/*
   python launch/report.py --out=results/fashion_attr --reference=student32 workdirs/attr/*
+  python launch/report.py --out=results/fashion_attr --reference=student32 --front=fader=fader32_adv0p01,fader32_adv0p1,fader32 workdirs/attr/*
 
 Growth chains (workdirs named `<variant>_s<seed>`): OUT/report.md (tables),
 OUT/tradeoff.png (swap accuracy, or the first --tradeoff metric, against MSE
@@ -13,7 +14,8 @@ stage of each variant's first seed, side by side).
 Attribute chains (one workdir per seed, `<name>_s<seed>`; a stage trained
 in workdirs of its own, `fader32_s<seed>`, joins its seed's chain): OUT/report.md
 (PSNR and flip accuracy per stage, paired differences against
---reference, flip accuracy per attribute), OUT/flip_vs_psnr.png and
+--reference, each --front at the reference's PSNR, flip accuracy per
+attribute), OUT/flip_vs_psnr.png (fronts drawn as lines) and
 OUT/edits.png (every stage's edit grid of the first seed, stacked).
 
 Every figure comes from the split given by --split (default test).
@@ -39,6 +41,10 @@ _VARIANTS = flags.DEFINE_list(
     'against_k', ['upstream', 'b1_latent_only', 'b2_no_supervision',
                   'jac_only_0.1', 'jac_only_1'],
     'Growth variants drawn in against_k.png.')
+_FRONT = flags.DEFINE_multi_string(
+    'front', [], 'Attribute: NAME=STAGE,STAGE,... a front of stages whose +1 '
+    'flip accuracy is interpolated in PSNR at the --reference\'s PSNR of '
+    'each seed (repeatable).')
 _Y = flags.DEFINE_list(
     'tradeoff', ['swap_acc'],
     'Growth: the metrics plotted against MSE, one tradeoff.png each (the '
@@ -46,15 +52,36 @@ _Y = flags.DEFINE_list(
     + ', '.join(report.AXIS_NAMES) + '.')
 
 
+def _fronts(runs: dict) -> dict[str, list[str]]:
+  """--front's {name: stages}, checked against the stages of `runs`."""
+  stages = {s['name'] for run in runs.values() for s in run['stages']}
+  fronts = {}
+  for spec in _FRONT.value:
+    name, _, members = spec.partition('=')
+    members = [m for m in members.split(',') if m]
+    if not name or not members:
+      sys.exit(f'error: --front={spec} is not NAME=STAGE,STAGE,...')
+    missing = sorted(set(members) - stages)
+    if missing:
+      sys.exit(f'error: --front={spec} names {", ".join(missing)}, which no '
+               f'workdir holds (stages: {", ".join(sorted(stages))})')
+    fronts[name] = members
+  if fronts and _REFERENCE.value not in stages:
+    sys.exit('error: --front needs --reference, a stage of the workdirs, '
+             'whose PSNR the fronts are read at')
+  return fronts
+
+
 def _attribute_report(summaries: dict, out: str) -> None:
   try:
     runs = attr_report.merge_seeds(report.group(summaries))
   except ValueError as e:
     sys.exit(f'error: {e}')
+  fronts = _fronts(runs)
   paths.replace(paths.join(out, 'report.md'), attr_report.attribute_markdown(
-      runs, _REFERENCE.value or '', _SPLIT.value))
+      runs, _REFERENCE.value or '', _SPLIT.value, fronts))
   attr_report.plot_flip_vs_psnr(runs, paths.join(out, 'flip_vs_psnr.png'),
-                                _SPLIT.value)
+                                _SPLIT.value, fronts)
   # Every stage's edit grid of the first seed, whichever workdir holds it.
   first = [wd for wd in sorted(summaries)
            if report.variant_of(wd)[1] == min(runs)]

@@ -3,6 +3,8 @@ on summaries with known numbers."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,3 +202,55 @@ def test_a_stage_of_its_own_workdir_joins_its_seeds_chain():
   groups['again'] = {0: run(config, 'teacher', 20.0)}
   with pytest.raises(ValueError, match='stage teacher of seed 0'):
     attr_report.merge_seeds(groups)
+
+
+def test_a_front_is_read_at_the_references_psnr_of_each_seed(tmp_path):
+  config = {'stage_order': ['student', 'fa', 'fb'],
+            'data': {'attributes': ['a', 'b']}}
+  # Seed 0: the front runs (20 dB, 0.8) -> (24 dB, 0.4), so at the
+  # student's 22 dB it is 0.6; seed 1: (21, 0.9) -> (25, 0.5), at 23 dB 0.7.
+  # The student's own +1 flips: 0.5 and 0.7, so the differences are +0.1, 0.
+  runs = {0: {'config': config, 'stages': [
+              _attr_stage('student', 138, 22.0, [0.25, 0.75], [1.0, 1.0]),
+              _attr_stage('fa', 138, 20.0, [0.8, 0.8], [1.0, 1.0]),
+              _attr_stage('fb', 138, 24.0, [0.4, 0.4], [1.0, 1.0])]},
+          1: {'config': config, 'stages': [
+              _attr_stage('student', 138, 23.0, [0.55, 0.85], [1.0, 1.0]),
+              _attr_stage('fa', 138, 21.0, [0.9, 0.9], [1.0, 1.0]),
+              _attr_stage('fb', 138, 25.0, [0.5, 0.5], [1.0, 1.0])]}}
+  assert attr_report.flip_at_psnr(runs[0]['stages'][1:], 22.0) == (
+      pytest.approx(0.6, abs=1e-12))
+  assert np.isnan(attr_report.flip_at_psnr(runs[0]['stages'][1:], 24.5))
+  text = attr_report.attribute_markdown(
+      runs, reference='student', fronts={'f': ['fa', 'fb'], 'g': ['fb']})
+  assert '(22.50 ± 0.71 dB)' in text
+  assert '| f | fa, fb | 2 | 0.650 ± 0.071 | +0.050 ± 0.071 |' in text
+  # A front of one stage at another PSNR is out of range in every seed.
+  assert '| g | fb | 0 | - | - |' in text
+  attr_report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'),
+                                fronts={'f': ['fa', 'fb']})
+  assert os.path.getsize(tmp_path / 'flip.png') > 1000
+  # The same through launch/report.py, the front's stages in workdirs of
+  # their own; a front naming a stage no workdir holds is refused.
+  workdirs = []
+  for seed, run in runs.items():
+    workdirs.append(_write(tmp_path, f'chain_s{seed}', {
+        'config': config, 'stages': run['stages'][:1]}))
+    workdirs.append(_write(tmp_path, f'front_s{seed}', {
+        'config': config, 'stages': run['stages'][1:]}))
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'launch',
+                        'report.py')
+
+  def launch(*flags):
+    return subprocess.run(
+        [sys.executable, script, f'--out={tmp_path / "out"}',
+         '--reference=student', *flags, *workdirs], capture_output=True,
+        text=True, timeout=300)
+  assert launch('--front=f=fa,fb').returncode == 0
+  assert '| f | fa, fb | 2 | 0.650 ± 0.071 |' in (
+      tmp_path / 'out' / 'report.md').read_text()
+  bad = launch('--front=f=fa,fc')
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines()[-1] == (
+      'error: --front=f=fa,fc names fc, which no workdir holds (stages: fa, '
+      'fb, student)')
