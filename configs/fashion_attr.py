@@ -187,8 +187,6 @@ def sweep(add):
     add(f'chain_s{seed}', seed=seed)
 
 
-
-
 def fader_validation_sweep(add):
   """fader32-only runs over FADER_GRID, trained without the last VALIDATION
   training images and scored on them (seed 0)."""
