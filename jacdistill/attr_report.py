@@ -168,18 +168,19 @@ def plot_flip_vs_psnr(runs: dict[int, dict], path: str, split: str = 'test',
   against PSNR, one point per stage, mean over seeds with 1-std bars; each
   of `fronts` ({name: stage names}) a dashed line through its +1 means."""
   plt = report.pyplot()
-  fig, ax = plt.subplots(figsize=(7, 5))
+  fig, ax = plt.subplots(figsize=(9, 6))
+  ax.set_prop_cycle(color=plt.get_cmap('tab20').colors)
   by_stage = _by_name(runs)
-  for name, stages in (fronts or {}).items():
+  styles = ('--', ':', '-.', (0, (5, 1, 1, 1, 1, 1)))
+  for i, (name, stages) in enumerate((fronts or {}).items()):
     pts = sorted(
         (report.stats([report.value(s, 'psnr', split)
                        for s in by_stage[st].values()])[0],
          report.stats([report.value(s, 'flip_acc_pos_mean', split)
                        for s in by_stage[st].values()])[0])
         for st in stages)
-    ax.plot(*zip(*pts), '--', color='grey', lw=1, zorder=0)
-    ax.annotate(name, pts[-1], textcoords='offset points', xytext=(-10, -12),
-                fontsize=8, color='grey')
+    ax.plot(*zip(*pts), linestyle=styles[i % len(styles)], color='grey',
+            lw=1.2, zorder=0, label=f'front: {name}')
   for name, per_seed in by_stage.items():
     entries = list(per_seed.values())
     if not any('flip_acc' in s.get(split, {}) for s in entries):
