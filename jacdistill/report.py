@@ -258,7 +258,9 @@ def plot_tradeoff(data: dict[str, dict[int, list[dict]]], path: str,
   if metric not in AXIS_NAMES:
     raise ValueError(f'metric={metric!r}; plottable: {", ".join(AXIS_NAMES)}')
   plt = pyplot()
-  fig, ax = plt.subplots(figsize=(7.5, 5.5))
+  fig, ax = plt.subplots(figsize=(9, 6))
+  # Twenty colours, so that a sweep of many variants repeats none.
+  ax.set_prop_cycle(color=plt.get_cmap('tab20').colors)
   drawn = 0
   for v, runs in data.items():
     k0 = min(first_dim(st) for st in runs.values())
