@@ -123,8 +123,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.train.steps_per_stage = QUICK_STEPS
     c.stages.baseline32.steps = 3 * QUICK_STEPS
     for weight in FADER_GRID:
-      c.stages[fader_stage_name(weight)].steps = 3 * QUICK_STEPS
-      c.stages[fader_stage_name(weight)].adversary.ramp_steps = QUICK_STEPS
+      fader = c.stages[fader_stage_name(weight)]
+      fader.steps = 3 * QUICK_STEPS
+      fader.adversary.ramp_steps = QUICK_STEPS
     c.checkpoint.every_steps = 500
   elif variant == 'smoke':
     c.data.limit = 256

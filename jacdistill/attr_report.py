@@ -68,14 +68,11 @@ def flip_at_psnr(stages: list[dict], psnr: float,
   """+1 flip accuracy of a front of stages (of one seed) at `psnr`,
   interpolated linearly in PSNR between them; NaN outside their PSNR range
   or when a stage has no flip accuracy."""
-  pts = sorted((report.value(s, 'psnr', split),
-                report.value(s, 'flip_acc_pos_mean', split)) for s in stages)
-  if not pts or not all(np.isfinite(p).all() for p in pts):
+  pts = [(report.value(s, 'psnr', split),
+          report.value(s, 'flip_acc_pos_mean', split)) for s in stages]
+  if not np.isfinite(pts).all():
     return float('nan')
-  x, y = zip(*pts)
-  if not x[0] <= psnr <= x[-1]:
-    return float('nan')
-  return float(np.interp(psnr, x, y))
+  return report.interpolate(pts, psnr)
 
 
 def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
@@ -98,7 +95,7 @@ def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
                            split)
         at.append(got)
         diff.append(got - report.value(ref[seed], 'flip_acc_pos_mean', split))
-    n = int(np.isfinite(at).sum()) if at else 0
+    n = report.stats(at)[2]
     lines.append(f"| {name} | {', '.join(stages)} | {n} | {report.fmt(at)} | "
                  f'{report.fmt(diff, signed=True)} |')
   return lines
@@ -171,23 +168,21 @@ def plot_flip_vs_psnr(runs: dict[int, dict], path: str, split: str = 'test',
   fig, ax = plt.subplots(figsize=(9, 6))
   ax.set_prop_cycle(color=plt.get_cmap('tab20').colors)
   by_stage = _by_name(runs)
+  # (mean, std, n) over seeds of each stage's PSNR, +1 and mean flips.
+  stats = {name: [report.stats([report.value(s, m, split)
+                                for s in per_seed.values()])
+                  for m in ('psnr', 'flip_acc_pos_mean', 'flip_acc')]
+           for name, per_seed in by_stage.items()}
   styles = ('--', ':', '-.', (0, (5, 1, 1, 1, 1, 1)))
   for i, (name, stages) in enumerate((fronts or {}).items()):
-    pts = sorted(
-        (report.stats([report.value(s, 'psnr', split)
-                       for s in by_stage[st].values()])[0],
-         report.stats([report.value(s, 'flip_acc_pos_mean', split)
-                       for s in by_stage[st].values()])[0])
-        for st in stages)
+    pts = sorted((stats[st][0][0], stats[st][1][0]) for st in stages)
     ax.plot(*zip(*pts), linestyle=styles[i % len(styles)], color='grey',
             lw=1.2, zorder=0, label=f'front: {name}')
   for name, per_seed in by_stage.items():
     entries = list(per_seed.values())
     if not any('flip_acc' in s.get(split, {}) for s in entries):
       continue
-    x = report.stats([report.value(s, 'psnr', split) for s in entries])
-    pos = report.stats([report.value(s, 'flip_acc_pos_mean', split) for s in entries])
-    both = report.stats([report.value(s, 'flip_acc', split) for s in entries])
+    x, pos, both = stats[name]
     bar = lambda st: 0.0 if np.isnan(st[1]) else st[1]
     line = ax.errorbar(x[0], pos[0], xerr=bar(x), yerr=bar(pos), fmt='o',
                        ms=7, capsize=2, label=f'{name} (n={x[2]})')

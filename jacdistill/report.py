@@ -127,19 +127,22 @@ def mse_falls_every_stage(runs: dict[int, list[dict]],
                  for a, b in zip(st, st[1:])) for st in runs.values())
 
 
+def interpolate(points, x: float) -> float:
+  """y at `x`, linear between the (x, y) `points`; NaN when there are none
+  or `x` is outside their x range (never extrapolated)."""
+  pts = sorted(points)
+  if not pts or not pts[0][0] <= x <= pts[-1][0]:
+    return float('nan')
+  xs, ys = zip(*pts)
+  return float(np.interp(x, xs, ys))
+
+
 def swap_at_mse(stages: list[dict], mse: float, split: str = 'test') -> float:
   """Swap accuracy of one chain at `mse`, interpolated linearly in log MSE
   between its measured student stages; NaN outside their MSE range."""
-  pts = sorted((np.log(value(s, 'mse', split)), value(s, 'swap_acc', split))
-               for s in students(stages))
-  pts = [p for p in pts if np.isfinite(p[1])]
-  if not pts:
-    return float('nan')
-  x, y = zip(*pts)
-  lm = np.log(mse)
-  if lm < x[0] or lm > x[-1]:
-    return float('nan')
-  return float(np.interp(lm, x, y))
+  pts = [(np.log(value(s, 'mse', split)), value(s, 'swap_acc', split))
+         for s in students(stages)]
+  return interpolate([p for p in pts if np.isfinite(p[1])], np.log(mse))
 
 
 def matched(data: dict[str, dict[int, list[dict]]], reference: str,
