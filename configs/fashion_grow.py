@@ -6,6 +6,7 @@ the idx .gz files that Debian's `dataset-fashion-mnist` package installs in
 
   python launch/main.py --config=configs/fashion_grow.py:quick --workdir=workdirs/fashion_quick
   python launch/main.py --config=configs/fashion_grow.py --workdir=workdirs/fashion
+  python launch/sweep.py --config=configs/fashion_grow.py:k8 --root=workdirs/grow100 --sweep=budget_sweep --parallel=2
 """
 
 from configs import mnist_grow
@@ -56,3 +57,19 @@ def sweep(add):
   for name in ('upstream', 'b1_latent_only'):
     add(f'{name}_long_s0', seed=0, **SUPERVISION[name],
         **{'train.epochs_per_stage': 20})
+
+
+BUDGET_SEEDS = (0, 1, 2)
+
+
+def budget_sweep(add):
+  """The ablation's central pair at upstream's budget, with the `:k8`
+  variant (100 epochs per stage, k 2 -> 8): upstream and b1 for seeds 0, 1,
+  2, each seed's pair next to each other so that `--parallel=2` trains a
+  pair side by side on one machine; then the Jacobian term alone (weight
+  0.1) for the same seeds. Workdirs `<variant>_s<seed>`, as sweep()'s."""
+  for seed in BUDGET_SEEDS:
+    for name in ('upstream', 'b1_latent_only'):
+      add(f'{name}_s{seed}', seed=seed, **SUPERVISION[name])
+  for seed in BUDGET_SEEDS:
+    add(f'jac_only_0.1_s{seed}', seed=seed, **SUPERVISION['jac_only_0.1'])
