@@ -36,9 +36,15 @@ STEPS_PER_EPOCH = 60000 // 64  # Of the full training split at batch 64.
 # below FADER_GRID (highest +1 flip accuracy): 0.01 -> 0.335, 0.1 -> 0.621,
 # 1.0 -> 0.728 (results/fashion_attr/validation/fader_adv*).
 FADER_WEIGHT = 1.0
-# Fader Networks' adversarial weights tried; the rule, fixed before the
-# runs, is the teacher's: the highest +1 flip accuracy on validation.
-FADER_GRID = (0.01, 0.1, 1.0)
+# Fader Networks' adversarial weights tried on validation; the rule, fixed
+# before the runs (results/CONTRASTS.md), is the teacher's: the highest +1
+# flip accuracy. 3 and 10 extend the grid past its earlier edge winner, 1.
+FADER_GRID = (0.01, 0.1, 1.0, 3.0, 10.0)
+# Fader's front, run on the full training split to compare the students
+# with at matched PSNR; nothing is chosen on it. Dense around the students'
+# PSNR (22-23 dB lay between 0.01 and 0.1 before), and the chosen weight.
+FADER_FRONT = (0.01, 0.02, 0.03, 0.05, 0.1, 1.0)
+FADER_WEIGHTS = tuple(sorted(set(FADER_GRID + FADER_FRONT)))  # Every stage.
 
 
 def fader_stage_name(weight: float) -> str:
@@ -77,9 +83,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Stages run in this order; each names earlier stages only. The lat_ and
   # jac_ chains are the ablation: each keeps one of the two supervision
   # terms of the recipe's students.
-  c.stage_order = ('teacher', 'student8', 'student32', 'lat_student8',
-                   'lat_student32', 'jac_student8', 'jac_student32',
-                   'baseline32', 'fader32')
+  c.stage_order = ('teacher', 'student8', 'student32', 'student32_by8',
+                   'lat_student8', 'lat_student32', 'jac_student8',
+                   'jac_student32', 'baseline32', 'fader32')
   c.stages = ml_collections.ConfigDict()
   # Labels teach the attribute scores. The nuisance size and the label
   # hinge weight were chosen on the validation split (validation_sweep
@@ -90,17 +96,25 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Grown from the teacher, supervised by it; no labels.
   c.stages.student8 = common.stage(8, init='teacher', teacher='teacher',
                                    rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
-  # Grown from student8 and supervised by it (upstream's chain).
-  c.stages.student32 = common.stage(32, init='student8', teacher='student8',
+  # Upstream's chain: grown from student8 but supervised by the original
+  # teacher (upstream's stage D, docs/method.md part B).
+  c.stages.student32 = common.stage(32, init='student8', teacher='teacher',
                                     rec=100.0, xcov=0.01, jac=50.0, lat=1.0)
-  # The same chain with the score match alone (no Jacobian term), and with
-  # the Jacobian term alone (no score match).
+  # A variant, not upstream's: grown from student8 and supervised by it, so
+  # each stage learns from the one before (the chain published before
+  # 2026-12-07 called this stage student32).
+  c.stages.student32_by8 = common.stage(
+      32, init='student8', teacher='student8', rec=100.0, xcov=0.01, jac=50.0,
+      lat=1.0)
+  # The same chain (upstream's: student32 supervised by the teacher) with
+  # the score match alone (no Jacobian term), and with the Jacobian term
+  # alone (no score match).
   for prefix, weights in (('lat_', dict(jac=0.0, lat=1.0)),
                           ('jac_', dict(jac=50.0, lat=0.0))):
     c.stages[prefix + 'student8'] = common.stage(
         8, init='teacher', teacher='teacher', rec=100.0, xcov=0.01, **weights)
     c.stages[prefix + 'student32'] = common.stage(
-        32, init=prefix + 'student8', teacher=prefix + 'student8', rec=100.0,
+        32, init=prefix + 'student8', teacher='teacher', rec=100.0,
         xcov=0.01, **weights)
   # Baseline: the teacher's recipe (labels, no teacher: jac = lat = 0) at the
   # largest student's code size, from a fresh initialisation, trained as
@@ -109,9 +123,10 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
                                      attr=TEACHER_HINGE, xcov=0.1)
   # Fader Networks at the same size and budget; the adversarial weight
   # ramps up over the first third of it (as upstream's 500k of 1.5M steps).
-  # The other weights of FADER_GRID are stages of their own (not run by
-  # default; fader_front_sweep), so that the report can draw Fader's front.
-  for weight in FADER_GRID:
+  # The other weights of FADER_GRID and FADER_FRONT are stages of their own
+  # (not run by default; fader_front_sweep), so that the report can draw
+  # Fader's front.
+  for weight in FADER_WEIGHTS:
     c.stages[fader_stage_name(weight)] = common.fader_stage(
         32, weight, ramp_steps=EPOCHS * STEPS_PER_EPOCH,
         hidden=(256, 256), epochs=3 * EPOCHS)
@@ -122,7 +137,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   if variant == 'quick':
     c.train.steps_per_stage = QUICK_STEPS
     c.stages.baseline32.steps = 3 * QUICK_STEPS
-    for weight in FADER_GRID:
+    for weight in FADER_WEIGHTS:
       fader = c.stages[fader_stage_name(weight)]
       fader.steps = 3 * QUICK_STEPS
       fader.adversary.ramp_steps = QUICK_STEPS
@@ -134,12 +149,13 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.stages.teacher.nuisance = 2
     c.stages.student8.nuisance = 4
     c.stages.student32.nuisance = 6
+    c.stages.student32_by8.nuisance = 6
     for prefix in ('lat_', 'jac_'):
       c.stages[prefix + 'student8'].nuisance = 4
       c.stages[prefix + 'student32'].nuisance = 6
     c.stages.baseline32.nuisance = 6
     c.stages.baseline32.steps = 3 * 3
-    for weight in FADER_GRID:
+    for weight in FADER_WEIGHTS:
       fader = c.stages[fader_stage_name(weight)]
       fader.nuisance = 6
       fader.steps = 3 * 3
@@ -171,15 +187,15 @@ def _insert_cycle_stage(c: ml_collections.ConfigDict) -> None:
   c.stage_order = ('teacher', 'teacher_cycle') + tuple(c.stage_order[1:])
 
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 # The teacher's choices, made on the validation split: label hinge weight
 # and nuisance channels.
-TEACHER_GRID = {'attr': (1.0, 10.0, 100.0), 'nuisance': (2, 8)}
+TEACHER_GRID = {'attr': (1.0, 10.0, 100.0, 1000.0), 'nuisance': (2, 8)}
 VALIDATION = 10000  # Training images held out for those choices.
 
 
 def sweep(add):
-  """The attribute-chain ablation, 3 seeds (workdirs `chain_s<seed>`):
+  """The attribute-chain ablation, 5 seeds (workdirs `chain_s<seed>`):
   teacher, the recipe's students, the lat-only and jac-only students, the
   baseline and the Fader Networks baseline, each seed one chain. A chain
   run before fader32 existed resumes with it appended: its finished stages
@@ -210,7 +226,7 @@ def validation_sweep(add):
 
 
 def fader_sweep(add):
-  """fader32 alone for seeds 0, 1, 2 (workdirs `fader32_s<seed>`), as the
+  """fader32 alone for every seed (workdirs `fader32_s<seed>`), as the
   chain trains it: the whole training split, scored on test. Its report
   goes beside sweep()'s chains: launch/report.py puts a seed's workdirs
   together."""
@@ -219,10 +235,10 @@ def fader_sweep(add):
 
 
 def fader_front_sweep(add):
-  """The other weights of FADER_GRID, for seeds 0, 1, 2 (workdirs
-  `fader_front_s<seed>`, one stage per weight), trained and scored as
-  fader_sweep's: Fader's flip-vs-PSNR front, to compare the students with
-  at matched PSNR (launch/report.py --front). Nothing is chosen on it."""
-  others = tuple(fader_stage_name(w) for w in FADER_GRID if w != FADER_WEIGHT)
+  """The weights of FADER_FRONT other than the chosen one, for every seed
+  (workdirs `fader_front_s<seed>`, one stage per weight), trained and scored
+  as fader_sweep's: Fader's flip-vs-PSNR front, to compare the students
+  with at matched PSNR (launch/report.py --front). Nothing is chosen on it."""
+  others = tuple(fader_stage_name(w) for w in FADER_FRONT if w != FADER_WEIGHT)
   for seed in SEEDS:
     add(f'fader_front_s{seed}', seed=seed, stage_order=others)
