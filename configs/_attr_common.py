@@ -100,6 +100,9 @@ def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
   c.eval.test_examples = 0  # Images of that split read for scoring (0 = all).
   c.eval.flip_examples = flip_examples  # Of those, images edited for flip accuracy (0 = all).
   c.eval.flip_strength = 1.0  # |score| an edit sets.
+  # Training images whose scores give each model's own -1/+1 levels, for
+  # flip accuracy at those levels too (rel_flip_*); 0 = fixed strength only.
+  c.eval.level_examples = 1000
   c.eval.num_images = 8  # Test images (rows) in the edit grid.
   c.eval.classifier = True  # Score edits with the cached external classifier.
   c.eval.classifier_dir = ''  # '' = the shared per-dataset cache directory.

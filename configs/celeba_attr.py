@@ -116,6 +116,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.eval.batch_size = 8
     c.eval.test_examples = 8
     c.eval.flip_examples = 2
+    c.eval.level_examples = 8
     c.eval.num_images = 2  # As many as flip_examples: one decode shape.
     c.eval.classifier = False
   elif variant:

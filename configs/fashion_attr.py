@@ -166,6 +166,7 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
     c.log.every_steps = 2
     c.eval.batch_size = 128
     c.eval.flip_examples = 16
+    c.eval.level_examples = 32
     c.eval.num_images = 4
     c.eval.classifier = False
   elif variant:
@@ -190,7 +191,7 @@ def _insert_cycle_stage(c: ml_collections.ConfigDict) -> None:
 SEEDS = (0, 1, 2, 3, 4)
 # The teacher's choices, made on the validation split: label hinge weight
 # and nuisance channels.
-TEACHER_GRID = {'attr': (1.0, 10.0, 100.0, 1000.0), 'nuisance': (2, 8)}
+TEACHER_GRID = {'attr': (1.0, 10.0, 100.0, 1000.0, 10000.0), 'nuisance': (2, 8)}
 VALIDATION = 10000  # Training images held out for those choices.
 
 

@@ -144,18 +144,27 @@ class _Data:
     test_images: the first `eval.test_examples` images (0 = all) of
       `eval.split`, uint8 or float32 in [-1, 1], (N, S, S, C).
     test_attributes: their attributes, float32 (N, A) in {-1, +1}.
+    level_images, level_attributes: the first `eval.level_examples`
+      training images and their attributes, whose codes give each model's
+      own score levels (`attributes.attribute_levels`).
   """
 
   def __init__(self, config):
     self._config = config
     self._streamed = config.data.name == celeba.CELEB_A
     n = config.eval.test_examples
+    levels = config.eval.level_examples
     if self._streamed:
       self.num_train = celeba.celeb_a_num_examples(config.data,
                                                            'train')
       test = celeba.celeb_a_arrays(config.data, config.eval.split, n)
       self.test_images = test['image']
       self.test_attributes = test['attributes'].astype(np.float32)
+      train = (celeba.celeb_a_arrays(config.data, 'train', levels) if levels
+               else {'image': self.test_images[:0],
+                     'attributes': self.test_attributes[:0]})
+      self.level_images = train['image']
+      self.level_attributes = train['attributes'].astype(np.float32)
     else:
       self._train = load_split(config, 'train')
       self.num_train = len(self._train)
@@ -163,6 +172,9 @@ class _Data:
       self.test_images = test.images[:n or None]
       self.test_attributes = input_pipeline.one_hot_attributes(
           test.labels[:n or None], config.model.num_attributes)
+      self.level_images = self._train.images[:levels]
+      self.level_attributes = input_pipeline.one_hot_attributes(
+          self._train.labels[:levels], config.model.num_attributes)
 
   def batcher(self, index: int):
     """Stage `index`'s batches: `batch(step)` -> {'image', 'attributes'}."""
@@ -230,26 +242,28 @@ def fader_codes(model: models.FaderNetwork, variables, images: np.ndarray,
           np.concatenate([np.asarray(p[1]) for p in parts]) / 4.0)
 
 
-def evaluate_stage(stage: stages.Stage, config, variables,
-                   test_images: np.ndarray, writer, predictor,
-                   test_attributes: np.ndarray) -> dict:
-  """PSNR, disentanglement_lib's scores of the code against
-  `test_attributes` (N, A) and flip accuracy (with `predictor`, from
-  `_flip_predictor`, if not None) of a finished stage on `eval.split`, as
-  `{split: {metric: value}}`, and the edit grid of its first images. A Fader
-  stage (`models.FaderNetwork`) reconstructs under `test_attributes`, and its
-  edits set them."""
+def evaluate_stage(stage: stages.Stage, config, variables, data: '_Data',
+                   writer, predictor) -> dict:
+  """PSNR, disentanglement_lib's scores of the code against the
+  attributes and flip accuracy (with `predictor`, from `_flip_predictor`, if
+  not None; at `eval.flip_strength` and at the model's own levels,
+  `rel_flip_*`, from `data.level_images`) of a finished stage on
+  `data.test_images`, as `{split: {metric: value}}`, and the edit grid of
+  its first images. A Fader stage (`models.FaderNetwork`) reconstructs under
+  the images' attributes, and its edits set them."""
   cfg = config
   a = cfg.model.num_attributes
+  test_images, test_attributes = data.test_images, data.test_attributes
   n = len(test_images)
   model = stage.model
   decode = jax.jit(lambda c: model.apply(variables, c, method=model.decode))
-  if isinstance(model, models.FaderNetwork):
-    codes, mse01 = fader_codes(model, variables, test_images,
-                               test_attributes, cfg.eval.batch_size)
-  else:
-    codes, mse01 = train.encode_split(model, variables, test_images,
-                                      cfg.eval.batch_size)
+
+  def encode(images, labels):
+    if isinstance(model, models.FaderNetwork):
+      return fader_codes(model, variables, images, labels, cfg.eval.batch_size)
+    return train.encode_split(model, variables, images, cfg.eval.batch_size)
+
+  codes, mse01 = encode(test_images, test_attributes)
   out = metrics.reconstruction_scores(mse01)
   # The code against the attributes, disentanglement_lib's scores; a Fader
   # stage's attributes are its decoder's input, so its nuisance code alone.
@@ -259,9 +273,19 @@ def evaluate_stage(stage: stages.Stage, config, variables,
   strength = cfg.eval.flip_strength
   one_hot = classes_are_attributes(cfg)
   if predictor is not None:
+    edited = codes[:cfg.eval.flip_examples or n]
     out.update(attributes.flip_accuracy(
-        decode, predictor, codes[:cfg.eval.flip_examples or n], a,
-        strength=strength, one_hot=one_hot, batch_size=cfg.eval.batch_size))
+        decode, predictor, edited, a, strength=strength, one_hot=one_hot,
+        batch_size=cfg.eval.batch_size))
+    if len(data.level_images):
+      levels = attributes.attribute_levels(
+          encode(data.level_images, data.level_attributes)[0][:, :a],
+          data.level_attributes, strength)
+      relative = attributes.flip_accuracy(
+          decode, predictor, edited, a, one_hot=one_hot,
+          batch_size=cfg.eval.batch_size, levels=levels)
+      out.update({'rel_' + k: v for k, v in relative.items()})
+      out['levels'] = {'low': levels[0].tolist(), 'high': levels[1].tolist()}
 
   m = min(cfg.eval.num_images, n)
   columns = [train.to_float(test_images[:m], VALUE_RANGE), decode(codes[:m])]
@@ -301,6 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   settings = {'split': config.eval.split, 'examples': len(data.test_images),
               'flip_examples': config.eval.flip_examples,
               'flip_strength': config.eval.flip_strength,
+              'level_examples': len(data.level_images),
               'disentanglement': {**disentanglement.PROTOCOL,
                                   'seed': config.seed},
               **stages.classifier_settings(hooks)}
@@ -327,8 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         stage, config, variables, teacher, batcher, total, hooks, mesh,
         done.get(name), describe, settings,
         lambda v, writer, stage=stage: evaluate_stage(
-            stage, config, v, data.test_images, writer, predictor,
-            data.test_attributes))
+            stage, config, v, data, writer, predictor))
     done[name] = entry
     summary['stages'] = [done[n] for n in order if n in done]
     workdir_files.write_summary(workdir, summary)

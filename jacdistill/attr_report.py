@@ -5,6 +5,13 @@ direction: with classes as attributes, +1 (switching a class on) is the
 informative direction (a decoder that keeps the class scores (A - 1) / A in
 the -1 direction). Paired differences are against a reference stage of the
 same chain. Figures over seeds are as in `jacdistill.report`.
+
+A front (a chain's teacher and students, or Fader's adversarial weights) is
+read at the reference's PSNR of the same seed by linear interpolation
+between two of its stages at most MAX_PSNR_GAP apart, never across a wider
+gap and never outside its range ("-"). Every flip figure comes in three
+columns, +1, -1 and their mean, at the fixed strength and (`rel_` metrics)
+at each model's own score levels (`attributes.attribute_levels`).
 """
 
 import numpy as np
@@ -59,55 +66,159 @@ def _by_name(runs: dict[int, dict]) -> dict[str, dict[int, dict]]:
 _ATTR_COLUMNS = (('psnr', 'PSNR (dB)', 2), ('mse', 'MSE', 5),
                  ('flip_acc_pos_mean', 'flip +1', 3),
                  ('flip_acc_neg_mean', 'flip -1', 3),
-                 ('flip_acc', 'flip mean', 3), ('mig', 'MIG', 3),
-                 ('sap', 'SAP', 3))
+                 ('flip_acc', 'flip mean', 3),
+                 ('rel_flip_acc_pos_mean', 'rel. +1', 3),
+                 ('rel_flip_acc_neg_mean', 'rel. -1', 3),
+                 ('mig', 'MIG', 3), ('sap', 'SAP', 3))
+# The three flip columns of every comparison: metric, heading.
+FLIPS = (('flip_acc_pos_mean', '+1'), ('flip_acc_neg_mean', '-1'),
+         ('flip_acc', 'mean'))
+# Widest PSNR gap (dB) between two stages of a front that a matched value is
+# interpolated across (results/CONTRASTS.md).
+MAX_PSNR_GAP = 0.5
 
 
-def flip_at_psnr(stages: list[dict], psnr: float,
-                 split: str = 'test') -> float:
-  """+1 flip accuracy of a front of stages (of one seed) at `psnr`,
-  interpolated linearly in PSNR between them; NaN outside their PSNR range
-  or when a stage has no flip accuracy."""
-  pts = [(report.value(s, 'psnr', split),
-          report.value(s, 'flip_acc_pos_mean', split)) for s in stages]
+def flip_at_psnr(stages: list[dict], psnr: float, split: str = 'test',
+                 metric: str = 'flip_acc_pos_mean',
+                 attribute: int | None = None) -> float:
+  """`metric` (or its `attribute`-th entry, for a per-attribute list such as
+  'flip_acc_pos') of a front of stages (of one seed) at `psnr`, interpolated
+  linearly in PSNR between two of them at most MAX_PSNR_GAP apart; NaN
+  outside their PSNR range, across a wider gap, or when a stage lacks it."""
+  def y(stage):
+    if attribute is None:
+      return report.value(stage, metric, split)
+    got = stage.get(split, {}).get(metric)
+    return float('nan') if got is None else float(got[attribute])
+
+  pts = [(report.value(s, 'psnr', split), y(s)) for s in stages]
   if not np.isfinite(pts).all():
     return float('nan')
-  return report.interpolate(pts, psnr)
+  return report.interpolate(pts, psnr, MAX_PSNR_GAP)
+
+
+def _matched(by_stage: dict[str, dict[int, dict]], reference: str,
+             stages: list[str], split: str, metric: str,
+             attribute: int | None = None) -> tuple[list[float], list[float]]:
+  """A front's `metric` at the reference's PSNR and its paired difference
+  from the reference, one value per reference seed (NaN where the front
+  lacks the seed or is out of range)."""
+  ref = by_stage[reference]
+  at, diff = [], []
+  for seed, r in sorted(ref.items()):
+    got = float('nan')
+    if all(seed in by_stage.get(st, {}) for st in stages):
+      got = flip_at_psnr([by_stage[st][seed] for st in stages],
+                         report.value(r, 'psnr', split), split, metric,
+                         attribute)
+    own = (report.value(r, metric, split) if attribute is None else
+           float(r.get(split, {}).get(metric, [np.nan] * (attribute + 1))
+                 [attribute]))
+    at.append(got)
+    diff.append(got - own)
+  return at, diff
+
+
+def _raw(by_stage: dict[str, dict[int, dict]], reference: str, stage: str,
+         split: str, metric: str) -> list[float]:
+  """Stage minus reference in `metric`, one value per reference seed."""
+  ref = by_stage[reference]
+  return [report.value(by_stage[stage][seed], metric, split)
+          - report.value(r, metric, split) if seed in by_stage[stage]
+          else float('nan') for seed, r in sorted(ref.items())]
 
 
 def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
-                 fronts: dict[str, list[str]], split: str) -> list[str]:
-  """The table of each front's +1 flip accuracy at the reference's PSNR."""
-  ref = by_stage[reference]
-  psnr = {seed: report.value(s, 'psnr', split) for seed, s in ref.items()}
-  lines = ['', f'## +1 flip accuracy at `{reference}`\'s PSNR (same seed)',
-           '', f'Each front\'s stages of a seed interpolated linearly in PSNR '
+                 fronts: dict[str, list[str]], split: str,
+                 prefix: str = '') -> list[str]:
+  """The table of each front's flip accuracy (+1, -1, mean) at the
+  reference's PSNR, with its paired difference."""
+  psnr = [report.value(s, 'psnr', split) for s in by_stage[reference].values()]
+  lines = ['', f'Each front\'s stages of a seed interpolated linearly in PSNR '
            f'at the PSNR of `{reference}` of that seed '
-           f'({report.fmt(list(psnr.values()), 2)} dB); "-": outside the '
-           'front\'s PSNR range in every seed; n: the seeds in range.', '',
-           '| front | stages | n | flip +1 | paired difference |',
-           '|---|---|---|---|---|']
+           f'({report.fmt(psnr, 2)} dB), never across more than '
+           f'{MAX_PSNR_GAP:g} dB; "-": out of range or across a wider gap '
+           'in every seed; n: the seeds in range.', '',
+           '| front | stages | n | ' + ' | '.join(
+               f'flip {h} | paired {h}' for _, h in FLIPS) + ' |',
+           '|---|---|---|' + '---|---|' * len(FLIPS)]
   for name, stages in fronts.items():
-    at, diff = [], []
-    for seed in sorted(psnr):
-      if all(seed in by_stage.get(st, {}) for st in stages):
-        got = flip_at_psnr([by_stage[st][seed] for st in stages], psnr[seed],
-                           split)
-        at.append(got)
-        diff.append(got - report.value(ref[seed], 'flip_acc_pos_mean', split))
-    n = report.stats(at)[2]
-    lines.append(f"| {name} | {', '.join(stages)} | {n} | {report.fmt(at)} | "
-                 f'{report.fmt(diff, signed=True)} |')
+    cells, n = [], 0
+    for metric, _ in FLIPS:
+      at, diff = _matched(by_stage, reference, stages, split, prefix + metric)
+      n = max(n, report.stats(at)[2])
+      cells += [report.fmt(at), report.fmt(diff, signed=True)]
+    lines.append(f"| {name} | {', '.join(stages)} | {n} | "
+                 + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _test_lines(by_stage: dict[str, dict[int, dict]], reference: str,
+                fronts: dict[str, list[str]], tests: list[str], split: str,
+                prefix: str = '') -> list[str]:
+  """One Holm family: each of `tests` (a front's name: at the reference's
+  PSNR; a stage's name: raw) against the reference, in the three flip
+  columns."""
+  contrasts = []
+  for name in tests:
+    for metric, heading in FLIPS:
+      if name in fronts:
+        diff = _matched(by_stage, reference, fronts[name], split,
+                        prefix + metric)[1]
+        label = f'{name} front, {heading}'
+      else:
+        diff = _raw(by_stage, reference, name, split, prefix + metric)
+        psnr = report.fmt(_raw(by_stage, reference, name, split, 'psnr'), 2,
+                          signed=True)
+        label = f'{name} (raw; PSNR {psnr} dB), {heading}'
+      contrasts.append((label, diff))
+  return report.tests_markdown(contrasts)
+
+
+def _per_attribute_lines(by_stage: dict[str, dict[int, dict]], reference: str,
+                         fronts: dict[str, list[str]], names: list[str],
+                         split: str) -> list[str]:
+  """Per attribute: the reference's and each front's +1 / -1 flips at the
+  reference's PSNR (mean over seeds), and which is highest."""
+  columns = [reference] + list(fronts)
+  lines = ['', f'## Per attribute at `{reference}`\'s PSNR: who wins', '',
+           f'+1 / -1 flip accuracy of `{reference}` and of each front read '
+           'at its PSNR (as above), mean over the seeds in range; the last '
+           'two columns name the highest.', '',
+           '| attribute | ' + ' | '.join(columns) + ' | best +1 | best -1 |',
+           '|---|' + '---|' * (len(columns) + 2)]
+  for a, attr in enumerate(names):
+    cells, means = [], {1: {}, -1: {}}
+    for column in columns:
+      for d, metric in ((1, 'flip_acc_pos'), (-1, 'flip_acc_neg')):
+        if column == reference:
+          values = [s.get(split, {}).get(metric, [np.nan] * (a + 1))[a]
+                    for s in by_stage[reference].values()]
+        else:
+          values = _matched(by_stage, reference, fronts[column], split,
+                            metric, a)[0]
+        means[d][column] = report.stats(values)[0]
+      cells.append(' / '.join('-' if np.isnan(means[d][column]) else
+                              f'{means[d][column]:.3f}' for d in (1, -1)))
+    best = []
+    for d in (1, -1):
+      finite = {c: v for c, v in means[d].items() if np.isfinite(v)}
+      best.append(max(finite, key=finite.get) if finite else '-')
+    lines.append(f'| {attr} | ' + ' | '.join(cells) + f' | {best[0]} | '
+                 f'{best[1]} |')
   return lines
 
 
 def attribute_markdown(runs: dict[int, dict], reference: str = '',
                        split: str = 'test',
-                       fronts: dict[str, list[str]] | None = None) -> str:
+                       fronts: dict[str, list[str]] | None = None,
+                       tests: list[str] | None = None) -> str:
   """Per-stage PSNR and flip accuracy of attribute chains (one per seed),
   paired differences against stage `reference`, each of `fronts` ({name:
-  stage names}) at the reference's PSNR, and the flip accuracy of every
-  attribute and direction, as Markdown."""
+  stage names}) at the reference's PSNR (fixed strength and own levels),
+  `tests` (front or stage names) tested as one Holm family, the flip
+  accuracy of every attribute and direction at the reference's PSNR, and
+  per stage, as Markdown."""
   names = list(next(iter(runs.values()))['config']['data']['attributes'])
   by_stage = _by_name(runs)
   order = _stage_order(runs)
@@ -142,11 +253,33 @@ def attribute_markdown(runs: dict[int, dict], reference: str = '',
                for m, _, digits in _ATTR_COLUMNS]
       lines.append(f'| {name} | {len(seeds)} | ' + ' | '.join(cells) + ' |')
     if fronts:
+      lines += ['', f'## Flip accuracy at `{reference}`\'s PSNR (same seed)']
       lines += _front_lines(by_stage, reference, fronts, split)
+      lines += ['', f'## The same at each model\'s own score levels', '',
+                'Edits set a score to the model\'s own median over training '
+                'images that carry the attribute (+1) or do not (-1) instead '
+                'of +-1 (`rel_flip_*`).']
+      lines += _front_lines(by_stage, reference, fronts, split, 'rel_')
+    if tests:
+      unknown = [t for t in tests if t not in fronts and t not in by_stage]
+      if unknown:
+        raise ValueError(f'tests name {", ".join(unknown)}, neither a front '
+                         f'({", ".join(fronts)}) nor a stage')
+      lines += ['', f'## Tests against `{reference}` (one Holm family)', '',
+                'Fronts at the reference\'s PSNR, stages raw (each at its '
+                'own PSNR); two-sided paired t-test and exact sign test over '
+                'the seeds in range, each Holm-corrected over every row.', '']
+      lines += _test_lines(by_stage, reference, fronts, tests, split)
+      lines += ['', '### The same contrasts at each model\'s own score '
+                'levels (secondary, its own Holm family)', '']
+      lines += _test_lines(by_stage, reference, fronts, tests, split, 'rel_')
+    if fronts:
+      lines += _per_attribute_lines(by_stage, reference, fronts, names, split)
   scored = [n for n in order if any('flip_acc_pos' in s.get(split, {})
                                     for s in by_stage[n].values())]
   if scored:
-    lines += ['', '## Flip accuracy per attribute (+1 / -1, mean over seeds)',
+    lines += ['', '## Flip accuracy per attribute and stage (+1 / -1, mean '
+              'over seeds)',
               '', '| attribute | ' + ' | '.join(scored) + ' |',
               '|---|' + '---|' * len(scored)]
     for a, attr in enumerate(names):

@@ -27,6 +27,13 @@ Every code is edited in every (a, d), including codes that already carry the
 requested value (most codes for d = -1 with classes); that is the protocol of
 upstream's table, so the -1 scores of class attributes are near 1 for any
 decoder that keeps the image's class.
+
+A fixed strength assumes every model's scores live on one scale; a student
+trained without the score match can drift from it. `attribute_levels` reads
+each model's own scale instead: the median score of attribute a over
+training images that carry it (the +1 level) and over those that do not
+(the -1 level); `flip_accuracy(levels=...)` edits to those levels, and a
++1 class edit turns the previous class to its own -1 level.
 """
 
 import functools
@@ -41,7 +48,8 @@ from jacdistill import pictures
 
 
 def edit_codes(codes: np.ndarray, num_attributes: int, attribute: int,
-               value: float, one_hot: bool = False) -> np.ndarray:
+               value: float, one_hot: bool = False,
+               off: Optional[np.ndarray] = None) -> np.ndarray:
   """Codes with score `attribute` set to `value`, the rest kept.
 
   Args:
@@ -49,17 +57,21 @@ def edit_codes(codes: np.ndarray, num_attributes: int, attribute: int,
     num_attributes: A.
     attribute: a in [0, A).
     value: the new score of a (d * strength).
-    one_hot: classes as attributes: when `value` > 0, the previously active
-      class argmax(y) (if not a) is set to -value too, keeping one class on.
+    one_hot: classes as attributes: when the edit switches a on (`value` >
+      0, or with `off` `value` > off[a]), the previously active class b =
+      argmax(y) (if not a) is switched off, keeping one class on.
+    off: (A,) the score each class is switched off to; None = -value.
   Returns:
     float32 (N, A + R), a new array.
   """
   if not 0 <= attribute < num_attributes:
     raise ValueError(f'attribute={attribute} must lie in [0, {num_attributes})')
   out = np.array(codes, np.float32, copy=True)
-  if one_hot and value > 0:
+  switch_on = value > (0 if off is None else off[attribute])
+  if one_hot and switch_on:
     active = np.argmax(out[:, :num_attributes], axis=1)
-    out[np.arange(out.shape[0]), active] = -value
+    out[np.arange(out.shape[0]), active] = (
+        -value if off is None else np.asarray(off, np.float32)[active])
   out[:, attribute] = value
   return out
 
@@ -137,9 +149,39 @@ def attribute_predictor(logits_fn: Callable, value_range: str,
   return predict
 
 
+def attribute_levels(codes: np.ndarray, labels: np.ndarray,
+                     strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+  """A model's own -1 and +1 score levels per attribute (module doc).
+
+  Args:
+    codes: (N, A + R) codes of training images, attribute scores first.
+    labels: (N, A) their attributes in {-1, +1}.
+    strength: the level of an attribute no image (or every image) carries,
+      -strength / +strength.
+  Returns:
+    (low, high), float32 (A,) each: the median of score a over the images
+    with label a = -1, and over those with label a = +1.
+  """
+  codes = np.asarray(codes, np.float32)
+  labels = np.asarray(labels)
+  a = labels.shape[1]
+  if codes.ndim != 2 or codes.shape[0] != labels.shape[0] or codes.shape[1] < a:
+    raise ValueError(f'codes {codes.shape} and labels {labels.shape} must be '
+                     '(N, >= A) and (N, A)')
+
+  def median(a_index, sign):
+    chosen = codes[labels[:, a_index] * sign > 0, a_index]
+    return float(np.median(chosen)) if len(chosen) else sign * strength
+
+  return (np.array([median(i, -1) for i in range(a)], np.float32),
+          np.array([median(i, 1) for i in range(a)], np.float32))
+
+
 def flip_accuracy(decode: Callable, predict: Callable, codes: np.ndarray,
                   num_attributes: int, strength: float = 1.0,
-                  one_hot: bool = False, batch_size: int = 500) -> dict:
+                  one_hot: bool = False, batch_size: int = 500,
+                  levels: Optional[tuple[np.ndarray, np.ndarray]] = None
+                  ) -> dict:
   """Flip accuracy per attribute and direction, and its mean (module doc).
 
   Args:
@@ -150,6 +192,9 @@ def flip_accuracy(decode: Callable, predict: Callable, codes: np.ndarray,
     strength: |value| the edited score is set to.
     one_hot: classes as attributes (see `edit_codes`).
     batch_size: codes decoded at once.
+    levels: (low, high), each (A,) (`attribute_levels`): a +1 edit sets
+      y_a = high[a], a -1 edit y_a = low[a], and `strength` is not used;
+      None = +-strength.
   Returns:
     {'flip_acc_pos': (A,) float list, fraction carrying +1 after y_a = +s;
      'flip_acc_neg': (A,) float list, fraction carrying -1 after y_a = -s;
@@ -163,9 +208,20 @@ def flip_accuracy(decode: Callable, predict: Callable, codes: np.ndarray,
     raise ValueError(f'codes must be (N >= 1, >= {num_attributes}), got '
                      f'{codes.shape}')
   scores = {1: np.zeros(num_attributes), -1: np.zeros(num_attributes)}
+  low = high = None
+  if levels is not None:
+    low, high = (np.asarray(v, np.float32) for v in levels)
+    if low.shape != (num_attributes,) or high.shape != (num_attributes,):
+      raise ValueError(f'levels must be two ({num_attributes},) arrays, got '
+                       f'{low.shape} and {high.shape}')
   for a in range(num_attributes):
     for d in (1, -1):
-      edited = edit_codes(codes, num_attributes, a, d * strength, one_hot)
+      if levels is None:
+        edited = edit_codes(codes, num_attributes, a, d * strength, one_hot)
+      else:
+        edited = edit_codes(codes, num_attributes, a,
+                            float(high[a] if d > 0 else low[a]), one_hot,
+                            off=low)
       hits = 0
       for i in range(0, len(edited), batch_size):
         pred = np.asarray(predict(decode(edited[i:i + batch_size])))

@@ -11,16 +11,23 @@ stages alone. For each reference seed and each of its student stages, every
 variant's swap accuracy is interpolated (linearly in log MSE) between the
 measured student stages of that variant's chain of the same seed, at the
 reference stage's MSE, and never extrapolated ("-" outside the chain's
-range). The paired difference subtracts the reference stage's own swap
-accuracy, seed by seed (same seed: same teacher, same data order).
+range), nor across two stages more than MAX_LOG_MSE_GAP apart in log MSE.
+The paired difference subtracts the reference stage's own swap accuracy,
+seed by seed (same seed: same teacher, same data order).
+
+Tests (`paired_tests`, `holm`): a contrast's per-seed differences get a
+two-sided paired t-test and an exact two-sided sign test, and a family of
+contrasts listed in advance is Holm-corrected (results/CONTRASTS.md).
 
 The attribute chains' report is `jacdistill.attr_report`.
 """
 
+import math
 import re
 from typing import Any, Optional
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from jacdistill import paths
 
@@ -127,22 +134,97 @@ def mse_falls_every_stage(runs: dict[int, list[dict]],
                  for a, b in zip(st, st[1:])) for st in runs.values())
 
 
-def interpolate(points, x: float) -> float:
-  """y at `x`, linear between the (x, y) `points`; NaN when there are none
-  or `x` is outside their x range (never extrapolated)."""
+# Widest gap in ln(MSE) between two student stages that a matched value is
+# interpolated across (adjacent students of the 5-epoch Fashion-MNIST chains
+# are 0.05-0.12 apart; results/CONTRASTS.md).
+MAX_LOG_MSE_GAP = 0.15
+
+
+def interpolate(points, x: float, max_gap: float = math.inf) -> float:
+  """y at `x`, linear between the (x, y) `points`; NaN when there are none,
+  when `x` is outside their x range (never extrapolated), or when the two
+  points around `x` are more than `max_gap` apart in x (a point at `x`
+  itself needs no neighbour)."""
   pts = sorted(points)
   if not pts or not pts[0][0] <= x <= pts[-1][0]:
     return float('nan')
   xs, ys = zip(*pts)
+  right = int(np.searchsorted(xs, x))
+  if xs[right] != x and xs[right] - xs[right - 1] > max_gap:
+    return float('nan')
   return float(np.interp(x, xs, ys))
 
 
 def swap_at_mse(stages: list[dict], mse: float, split: str = 'test') -> float:
   """Swap accuracy of one chain at `mse`, interpolated linearly in log MSE
-  between its measured student stages; NaN outside their MSE range."""
+  between two of its measured student stages at most MAX_LOG_MSE_GAP apart;
+  NaN outside their MSE range or across a wider gap."""
   pts = [(np.log(value(s, 'mse', split)), value(s, 'swap_acc', split))
          for s in students(stages)]
-  return interpolate([p for p in pts if np.isfinite(p[1])], np.log(mse))
+  return interpolate([p for p in pts if np.isfinite(p[1])], np.log(mse),
+                     MAX_LOG_MSE_GAP)
+
+
+def paired_tests(differences) -> dict:
+  """Tests of per-seed paired differences against zero.
+
+  Args:
+    differences: one value per seed; NaN values (a seed out of range) are
+      left out.
+  Returns:
+    {'n', 'mean', 'std' (ddof 1), 't_p': two-sided one-sample t-test p on n -
+    1 degrees of freedom (NaN for n < 2 or zero spread), 'sign_p': two-sided
+    exact binomial sign test p, zeros dropped (1.0 when only zeros, NaN
+    when n = 0),
+    'positive': how many are > 0}.
+  """
+  d = np.asarray([x for x in differences if np.isfinite(x)], np.float64)
+  mean, std, n = stats(d)
+  t_p = float('nan')
+  if n > 1 and std > 0:
+    t = mean / (std / math.sqrt(n))
+    t_p = float(2 * scipy_stats.t.sf(abs(t), n - 1))
+  positive, negative = int(np.sum(d > 0)), int(np.sum(d < 0))
+  m = positive + negative
+  tail = sum(math.comb(m, i) for i in range(min(positive, negative) + 1))
+  sign_p = (float('nan') if not n else
+            min(1.0, 2 * tail / 2 ** m) if m else 1.0)
+  return {'n': n, 'mean': mean, 'std': std, 't_p': t_p, 'sign_p': sign_p,
+          'positive': positive}
+
+
+def holm(p_values) -> list[float]:
+  """Holm-Bonferroni adjusted p-values, in the given order: the i-th
+  smallest of m is multiplied by m - i (i from 0), made non-decreasing in
+  that order and capped at 1. NaN stays NaN and does not count in m."""
+  p = np.asarray(p_values, np.float64)
+  finite = np.flatnonzero(np.isfinite(p))
+  out = np.full(p.shape, np.nan)
+  m = len(finite)
+  running = 0.0
+  for rank, i in enumerate(finite[np.argsort(p[finite], kind='stable')]):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    out[i] = running
+  return [float(v) for v in out]
+
+
+def tests_markdown(contrasts: list[tuple[str, list[float]]],
+                   digits: int = 3) -> list[str]:
+  """A table of `contrasts` ((name, per-seed differences)), each with its
+  paired t-test and sign test, both Holm-corrected over the whole list."""
+  tested = [paired_tests(d) for _, d in contrasts]
+  t_holm = holm([t['t_p'] for t in tested])
+  sign_holm = holm([t['sign_p'] for t in tested])
+  pfmt = lambda p: '-' if not np.isfinite(p) else f'{p:.3g}'
+  lines = ['| contrast | n | mean ± std | per seed | > 0 | t-test p | '
+           'Holm | sign test p | Holm |', '|---|---|---|---|---|---|---|---|---|']
+  for (name, diffs), t, th, sh in zip(contrasts, tested, t_holm, sign_holm):
+    seeds = ' / '.join('-' if not np.isfinite(x) else f'{x:+.{digits}f}'
+                       for x in diffs)
+    lines.append(f"| {name} | {t['n']} | {fmt(diffs, digits, signed=True)} | "
+                 f"{seeds} | {t['positive']}/{t['n']} | {pfmt(t['t_p'])} | "
+                 f"{pfmt(th)} | {pfmt(t['sign_p'])} | {pfmt(sh)} |")
+  return lines
 
 
 def matched(data: dict[str, dict[int, list[dict]]], reference: str,
@@ -173,8 +255,11 @@ def matched(data: dict[str, dict[int, list[dict]]], reference: str,
 
 
 def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
-             split: str = 'test') -> str:
-  """The growth report's tables as Markdown."""
+             split: str = 'test',
+             tests: Optional[list[tuple[str, int]]] = None) -> str:
+  """The growth report's tables as Markdown; `tests` ((variant, k), ...),
+  each variant's paired difference from the reference at the reference's
+  k-th stage, are tested as one Holm family."""
   lines = [f'All figures: the **{split}** split. ± is the sample standard '
            'deviation over seeds (n = seeds).', '',
            '## Per stage', '',
@@ -204,7 +289,8 @@ def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
   lines += ['', '## Swap accuracy at matched MSE (student stages only)', '',
             f'At the MSE of each student stage of `{reference}`, each '
             "variant's swap accuracy interpolated in log MSE between the "
-            'student stages of its chain of the same seed; "-": outside '
+            'student stages of its chain of the same seed (never across '
+            f'more than {MAX_LOG_MSE_GAP:g} in ln MSE); "-": outside '
             'every seed\'s range; (n) where fewer seeds than the reference '
             'have a value.', '', head, rule]
   for r in rows:
@@ -218,6 +304,17 @@ def markdown(data: dict[str, dict[int, list[dict]]], reference: str,
     lines.append(f"| {r['k']} | {fmt(r['mse'], 5)} | " + ' | '.join(
         _with_n(r['diff'][v], len(r['mse']), signed=True)
         for v in variants) + ' |')
+  if tests:
+    diffs = {r['k']: r['diff'] for r in rows}
+    missing = [f'{v}@{k}' for v, k in tests
+               if k not in diffs or v not in diffs[k]]
+    if missing:
+      raise ValueError(f'no paired difference for {", ".join(missing)}; '
+                       f'reference k: {sorted(diffs)}, variants: {variants}')
+    lines += ['', f'## Tests (paired against `{reference}`, one Holm family)',
+              '', 'Two-sided paired t-test and exact sign test over the '
+              'seeds in range, each Holm-corrected over the rows below.', '']
+    lines += tests_markdown([(f'{v} at k={k}', diffs[k][v]) for v, k in tests])
   return '\n'.join(lines) + '\n'
 
 

@@ -3,6 +3,7 @@
   python launch/report.py --out=results/fashion_grow workdirs/grow/*
   python launch/report.py --out=results/fashion_attr --reference=student32 workdirs/attr/*
   python launch/report.py --out=results/fashion_attr --reference=student32 --front=fader=fader32_adv0p01,fader32_adv0p1,fader32 workdirs/attr/*
+  python launch/report.py --out=results/fashion_grow/budget100 --test=b1_latent_only@4 --test=b1_latent_only@6 workdirs/grow100/*
 
 Growth chains (workdirs named `<variant>_s<seed>`): OUT/report.md (tables),
 OUT/tradeoff.png (swap accuracy, or the first --tradeoff metric, against MSE
@@ -45,6 +46,11 @@ _FRONT = flags.DEFINE_multi_string(
     'front', [], 'Attribute: NAME=STAGE,STAGE,... a front of stages whose +1 '
     'flip accuracy is interpolated in PSNR at the --reference\'s PSNR of '
     'each seed (repeatable).')
+_TEST = flags.DEFINE_multi_string(
+    'test', [], 'A contrast of the Holm family tested against --reference '
+    '(repeatable). Growth: VARIANT@K, the variant at the reference\'s k-th '
+    'stage\'s MSE. Attribute: a --front name (at the reference\'s PSNR) or '
+    'a stage name (raw), each in the +1, -1 and mean flip columns.')
 _Y = flags.DEFINE_list(
     'tradeoff', ['swap_acc'],
     'Growth: the metrics plotted against MSE, one tradeoff.png each (the '
@@ -78,8 +84,14 @@ def _attribute_report(summaries: dict, out: str) -> None:
   except ValueError as e:
     sys.exit(f'error: {e}')
   fronts = _fronts(runs)
-  paths.replace(paths.join(out, 'report.md'), attr_report.attribute_markdown(
-      runs, _REFERENCE.value or '', _SPLIT.value, fronts))
+  if _TEST.value and not _REFERENCE.value:
+    sys.exit('error: --test needs --reference, the stage it compares with')
+  try:
+    text = attr_report.attribute_markdown(
+        runs, _REFERENCE.value or '', _SPLIT.value, fronts, _TEST.value)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  paths.replace(paths.join(out, 'report.md'), text)
   attr_report.plot_flip_vs_psnr(runs, paths.join(out, 'flip_vs_psnr.png'),
                                 _SPLIT.value, fronts)
   # Every stage's edit grid of the first seed, whichever workdir holds it.
@@ -109,8 +121,18 @@ def main(argv):
     _attribute_report(summaries, _OUT.value)
     return
   data = report.load(list(summaries))
-  paths.replace(paths.join(_OUT.value, 'report.md'), report.markdown(
-      data, _REFERENCE.value or 'upstream', _SPLIT.value))
+  tests = []
+  for spec in _TEST.value:
+    variant, _, k = spec.rpartition('@')
+    if not variant or not k.isdigit():
+      sys.exit(f'error: --test={spec} is not VARIANT@K (e.g. b1_latent_only@4)')
+    tests.append((variant, int(k)))
+  try:
+    text = report.markdown(data, _REFERENCE.value or 'upstream', _SPLIT.value,
+                           tests)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  paths.replace(paths.join(_OUT.value, 'report.md'), text)
   plots = ['tradeoff.png'] + [f'tradeoff_{m}.png' for m in _Y.value[1:]]
   for name, metric in zip(plots, _Y.value):
     report.plot_tradeoff(data, paths.join(_OUT.value, name), _SPLIT.value,

@@ -61,6 +61,41 @@ def test_edit_codes_sets_one_score_and_keeps_one_hot():
     attributes.edit_codes(codes, A, 4, 1.0)
 
 
+def test_attribute_levels_are_medians_per_label():
+  labels = np.array([[1, -1], [1, -1], [-1, 1], [-1, -1]], np.float32)
+  codes = np.array([[2.0, -3.0, 9.0], [4.0, -1.0, 9.0], [-1.0, 5.0, 9.0],
+                    [-2.0, -2.0, 9.0]], np.float32)
+  low, high = attributes.attribute_levels(codes, labels)
+  np.testing.assert_array_equal(low, [-1.5, -2.0])  # Medians of label -1.
+  np.testing.assert_array_equal(high, [3.0, 5.0])  # Of label +1.
+  # An attribute no image carries takes +-strength.
+  low, high = attributes.attribute_levels(codes[:2], labels[:2], strength=0.5)
+  np.testing.assert_array_equal(high, [3.0, 0.5])
+  np.testing.assert_array_equal(low, [-0.5, -2.0])
+
+
+def test_flip_accuracy_at_levels_edits_to_each_attributes_own_level():
+  codes = _one_hot_codes([0, 1])
+  seen = []
+
+  def decode(c):
+    seen.append(np.asarray(c)[:, :A].copy())
+    return c
+
+  low = np.array([-3.0, -2.0, -1.0, -0.5], np.float32)
+  high = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+  out = attributes.flip_accuracy(decode, _argmax, codes, A, one_hot=True,
+                                 levels=(low, high))
+  # Attribute 2 switched on: y_2 = high[2]; the active class switched off
+  # to its own low level (class 0 -> -3, class 1 -> -2).
+  np.testing.assert_array_equal(seen[4], [[-3, -1, 2, -1], [-1, -2, 2, -1]])
+  # Attribute 1 switched off: y_1 = low[1], nothing else changes.
+  np.testing.assert_array_equal(seen[3], [[1, -2, -1, -1], [-1, -2, -1, -1]])
+  assert out['flip_acc_pos'] == out['flip_acc_neg'] == [1.0] * A
+  with pytest.raises(ValueError, match='levels must be two'):
+    attributes.flip_accuracy(decode, _argmax, codes, A, levels=(low[:2], high))
+
+
 def test_flip_accuracy_is_one_when_the_decoder_obeys_the_scores():
   codes = _one_hot_codes([0, 1, 2, 3, 1])
   out = attributes.flip_accuracy(_identity, _threshold, codes, A, batch_size=2)
@@ -143,7 +178,11 @@ def test_smoke_chain_teacher_and_one_student(smoke_run):
         'psnr', 'mse', 'flip_acc', 'flip_acc_pos', 'flip_acc_neg',
         'flip_acc_pos_mean', 'flip_acc_neg_mean', 'mig', 'sap',
         'dci_disentanglement', 'dci_completeness', 'dci_informativeness',
-        'modularity'}
+        'modularity', 'rel_flip_acc', 'rel_flip_acc_pos', 'rel_flip_acc_neg',
+        'rel_flip_acc_pos_mean', 'rel_flip_acc_neg_mean', 'levels'}
+    assert len(test['levels']['low']) == len(test['levels']['high']) == 10
+    assert test['rel_flip_acc_neg_mean'] == pytest.approx(
+        np.mean(test['rel_flip_acc_neg']))
     for name in ('mig', 'sap', 'dci_disentanglement', 'modularity'):
       assert 0.0 <= test[name] <= 1.0
     assert len(test['flip_acc_pos']) == len(test['flip_acc_neg']) == 10

@@ -42,7 +42,10 @@ def test_stats_and_format():
   assert report.fmt([0.01, 0.03], signed=True) == '+0.020 ± 0.014'
 
 
-def test_swap_at_mse_uses_student_stages_only_and_never_extrapolates():
+def test_swap_at_mse_uses_student_stages_only_and_never_extrapolates(
+    monkeypatch):
+  # Wide gaps here; the gap rule has a test of its own.
+  monkeypatch.setattr(report, 'MAX_LOG_MSE_GAP', np.inf)
   # The teacher (k=2) has swap accuracy 1 by construction; it must not be an
   # interpolation end point.
   chain = [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.8), _stage(4, 0.01, 0.6)]
@@ -55,7 +58,9 @@ def test_swap_at_mse_uses_student_stages_only_and_never_extrapolates():
   assert np.isnan(report.swap_at_mse(chain, 0.005))
 
 
-def test_matched_table_pairs_seeds_and_excludes_the_teacher(tmp_path):
+def test_matched_table_pairs_seeds_and_excludes_the_teacher(tmp_path,
+                                                           monkeypatch):
+  monkeypatch.setattr(report, 'MAX_LOG_MSE_GAP', np.inf)  # As above.
   # Two seeds of the reference and of a variant. The variant's chain of
   # seed s is interpolated at seed s's reference MSE.
   runs = {
@@ -109,6 +114,63 @@ def test_matched_table_pairs_seeds_and_excludes_the_teacher(tmp_path):
   report.plot_against_k(data, str(tmp_path / 'k.png'), ['upstream', 'b1'])
   assert os.path.getsize(tmp_path / 'tradeoff.png') > 1000
   assert os.path.getsize(tmp_path / 'k.png') > 1000
+
+
+def test_no_value_is_interpolated_across_a_wide_gap():
+  pts = [(0.0, 0.0), (1.0, 1.0), (3.0, 3.0)]
+  assert np.isnan(report.interpolate(pts, 2.0, max_gap=1.5))  # 3 - 1 > 1.5.
+  assert report.interpolate(pts, 0.5, max_gap=1.5) == 0.5
+  assert report.interpolate(pts, 1.0, max_gap=0.5) == 1.0  # A measured point.
+  assert report.interpolate(pts, 2.0) == 2.0  # No limit by default.
+  # Growth: students 0.02 and 0.01 are ln 2 = 0.69 apart, more than 0.15;
+  # 0.020 and 0.018 are 0.105 apart.
+  assert report.MAX_LOG_MSE_GAP == 0.15
+  wide = [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.8), _stage(4, 0.01, 0.6)]
+  assert np.isnan(report.swap_at_mse(wide, np.sqrt(0.02 * 0.01)))
+  assert report.swap_at_mse(wide, 0.01) == pytest.approx(0.6)
+  near = [_stage(2, 0.04, 1.0), _stage(3, 0.02, 0.8), _stage(4, 0.018, 0.6)]
+  assert report.swap_at_mse(near, np.sqrt(0.02 * 0.018)) == pytest.approx(0.7)
+
+
+def test_paired_tests_and_holm_by_hand():
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  d = [0.1, 0.05, 0.08, -0.01, 0.12, float('nan')]
+  got = report.paired_tests(d)
+  assert (got['n'], got['positive']) == (5, 4)
+  assert got['mean'] == pytest.approx(0.068)
+  assert got['t_p'] == pytest.approx(
+      scipy_stats.ttest_1samp(d[:5], 0.0).pvalue, rel=1e-9)
+  # Sign test: 4 of 5 positive, 2 * (C(5,0) + C(5,1)) / 2^5 = 0.375.
+  assert got['sign_p'] == pytest.approx(0.375)
+  # Three seeds of one sign: 2 / 8 = 0.25, the smallest possible.
+  assert report.paired_tests([-0.1, -0.2, -0.3])['sign_p'] == 0.25
+  assert np.isnan(report.paired_tests([0.1])['t_p'])
+  assert np.isnan(report.paired_tests([])['sign_p'])
+  # Holm: sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04, made
+  # non-decreasing: 0.03, 0.06, 0.06. NaN is not counted.
+  np.testing.assert_allclose(report.holm([0.01, 0.04, 0.03, np.nan]),
+                             [0.03, 0.06, 0.06, np.nan])
+  assert report.holm([0.5, 0.9]) == [1.0, 1.0]
+  lines = report.tests_markdown([('a', [0.1, 0.2, 0.3]), ('b', [1.0])])
+  assert lines[2].startswith('| a | 3 | +0.200 ± 0.100 | +0.100 / +0.200 / '
+                             '+0.300 | 3/3 |')
+  assert lines[3].startswith('| b | 1 | +1.000 | +1.000 | 1/1 | - | - | 1 |')
+
+
+def test_growth_report_tests_its_listed_contrasts(tmp_path):
+  workdirs = []
+  for seed, (up, b1) in enumerate([(0.8, 0.7), (0.7, 0.65), (0.75, 0.6)]):
+    workdirs.append(_write(tmp_path, f'upstream_s{seed}', {'stages': [
+        _stage(2, 0.04, 1.0), _stage(3, 0.020, up)]}))
+    workdirs.append(_write(tmp_path, f'b1_s{seed}', {'stages': [
+        _stage(2, 0.04, 1.0), _stage(3, 0.020, b1)]}))
+  data = report.load(workdirs)
+  text = report.markdown(data, 'upstream', tests=[('b1', 3)])
+  # b1 - upstream: -0.10, -0.05, -0.15; one row, so Holm changes nothing.
+  assert ('| b1 at k=3 | 3 | -0.100 ± 0.050 | -0.100 / -0.050 / -0.150 | '
+          '0/3 |') in text
+  with pytest.raises(ValueError, match='b1@4'):
+    report.markdown(data, 'upstream', tests=[('b1', 4)])
 
 
 def test_disentanglement_columns_and_any_metric_on_the_tradeoff_plot(tmp_path):
@@ -205,28 +267,54 @@ def test_a_stage_of_its_own_workdir_joins_its_seeds_chain():
 
 
 def test_a_front_is_read_at_the_references_psnr_of_each_seed(tmp_path):
-  config = {'stage_order': ['student', 'fa', 'fb'],
+  config = {'stage_order': ['student', 'fa', 'fb', 'wa', 'wb'],
             'data': {'attributes': ['a', 'b']}}
-  # Seed 0: the front runs (20 dB, 0.8) -> (24 dB, 0.4), so at the
-  # student's 22 dB it is 0.6; seed 1: (21, 0.9) -> (25, 0.5), at 23 dB 0.7.
-  # The student's own +1 flips: 0.5 and 0.7, so the differences are +0.1, 0.
-  runs = {0: {'config': config, 'stages': [
-              _attr_stage('student', 138, 22.0, [0.25, 0.75], [1.0, 1.0]),
-              _attr_stage('fa', 138, 20.0, [0.8, 0.8], [1.0, 1.0]),
-              _attr_stage('fb', 138, 24.0, [0.4, 0.4], [1.0, 1.0])]},
-          1: {'config': config, 'stages': [
-              _attr_stage('student', 138, 23.0, [0.55, 0.85], [1.0, 1.0]),
-              _attr_stage('fa', 138, 21.0, [0.9, 0.9], [1.0, 1.0]),
-              _attr_stage('fb', 138, 25.0, [0.5, 0.5], [1.0, 1.0])]}}
-  assert attr_report.flip_at_psnr(runs[0]['stages'][1:], 22.0) == (
+  # Seed 0: the front runs (21.8 dB, 0.8) -> (22.2 dB, 0.4), so at the
+  # student's 22 dB it is 0.6; seed 1: (22.8, 0.9) -> (23.2, 0.5), at 23 dB
+  # 0.7. The student's own +1 flips: 0.5 and 0.7, so the differences are
+  # +0.1, 0. Every -1 flip is 1. The front wa, wb spans 4 dB, more than
+  # the 0.5 dB a value is interpolated across.
+  def seed(psnr, pos, front):
+    return {'config': config, 'stages': [
+        _attr_stage('student', 138, psnr, pos, [1.0, 1.0]),
+        _attr_stage('fa', 138, psnr - 0.2, [front[0]] * 2, [1.0, 1.0]),
+        _attr_stage('fb', 138, psnr + 0.2, [front[1]] * 2, [1.0, 1.0]),
+        _attr_stage('wa', 138, psnr - 2.0, [front[0]] * 2, [1.0, 1.0]),
+        _attr_stage('wb', 138, psnr + 2.0, [front[1]] * 2, [1.0, 1.0])]}
+  runs = {0: seed(22.0, [0.25, 0.75], (0.8, 0.4)),
+          1: seed(23.0, [0.55, 0.85], (0.9, 0.5))}
+  assert attr_report.MAX_PSNR_GAP == 0.5
+  assert attr_report.flip_at_psnr(runs[0]['stages'][1:3], 22.0) == (
       pytest.approx(0.6, abs=1e-12))
-  assert np.isnan(attr_report.flip_at_psnr(runs[0]['stages'][1:], 24.5))
+  assert np.isnan(attr_report.flip_at_psnr(runs[0]['stages'][1:3], 22.5))
+  assert np.isnan(attr_report.flip_at_psnr(runs[0]['stages'][3:], 22.0))
+  # One attribute's list entry, along the same front.
+  assert attr_report.flip_at_psnr(runs[0]['stages'][1:3], 22.0,
+                                  metric='flip_acc_neg', attribute=1) == 1.0
   text = attr_report.attribute_markdown(
-      runs, reference='student', fronts={'f': ['fa', 'fb'], 'g': ['fb']})
+      runs, reference='student',
+      fronts={'f': ['fa', 'fb'], 'g': ['fb'], 'w': ['wa', 'wb']},
+      tests=['f', 'fa'])
   assert '(22.50 ± 0.71 dB)' in text
-  assert '| f | fa, fb | 2 | 0.650 ± 0.071 | +0.050 ± 0.071 |' in text
-  # A front of one stage at another PSNR is out of range in every seed.
+  # +1, -1 and their mean: at 22 dB the front's mean flip is (0.6 + 1) / 2
+  # = 0.8 against the student's 0.75; at 23 dB 0.85 against 0.85.
+  assert ('| f | fa, fb | 2 | 0.650 ± 0.071 | +0.050 ± 0.071 | 1.000 ± 0.000 '
+          '| +0.000 ± 0.000 | 0.825 ± 0.035 | +0.025 ± 0.035 |') in text
+  # A front of one stage at another PSNR, and one across a wide gap, are out
+  # of range in every seed.
   assert '| g | fb | 0 | - | - |' in text
+  assert '| w | wa, wb | 0 | - | - |' in text
+  # The listed tests, one Holm family of 6 rows; a stage is compared raw,
+  # with its PSNR difference named.
+  assert '| f front, +1 | 2 | +0.050 ± 0.071 | +0.100 / +0.000 | 1/2 |' in text
+  assert '| fa (raw; PSNR -0.20 ± 0.00 dB), +1 | 2 |' in text
+  # Per attribute at the student's PSNR: attribute a, +1: student 0.40,
+  # front 0.65, so the front wins.
+  assert '| a | 0.400 / 1.000 | 0.650 / 1.000 | - / - | - / - | f | ' in text
+  with pytest.raises(ValueError, match='tests name nothere'):
+    attr_report.attribute_markdown(runs, reference='student',
+                                   fronts={'f': ['fa', 'fb']},
+                                   tests=['nothere'])
   attr_report.plot_flip_vs_psnr(runs, str(tmp_path / 'flip.png'),
                                 fronts={'f': ['fa', 'fb']})
   assert os.path.getsize(tmp_path / 'flip.png') > 1000
@@ -249,8 +337,10 @@ def test_a_front_is_read_at_the_references_psnr_of_each_seed(tmp_path):
   assert launch('--front=f=fa,fb').returncode == 0
   assert '| f | fa, fb | 2 | 0.650 ± 0.071 |' in (
       tmp_path / 'out' / 'report.md').read_text()
+  assert launch('--front=f=fa,fb', '--test=f').returncode == 0
+  assert '| f front, mean | 2 |' in (tmp_path / 'out' / 'report.md').read_text()
   bad = launch('--front=f=fa,fc')
   assert bad.returncode != 0
   assert bad.stderr.strip().splitlines()[-1] == (
       'error: --front=f=fa,fc names fc, which no workdir holds (stages: fa, '
-      'fb, student)')
+      'fb, student, wa, wb)')
