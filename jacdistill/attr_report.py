@@ -138,10 +138,12 @@ def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
            f'at the PSNR of `{reference}` of that seed '
            f'({report.fmt(psnr, 2)} dB), never across more than '
            f'{MAX_PSNR_GAP:g} dB; "-": out of range or across a wider gap '
-           'in every seed; n: the seeds in range.', '',
-           '| front | stages | n | ' + ' | '.join(
+           'in every seed; n: the seeds in range; nearest: the largest over '
+           'seeds of the PSNR distance from the reference to the front\'s '
+           'closest measured stage.', '',
+           '| front | stages | n | nearest (dB) | ' + ' | '.join(
                f'flip {h} | paired {h}' for _, h in FLIPS) + ' |',
-           '|---|---|---|' + '---|---|' * len(FLIPS)]
+           '|---|---|---|---|' + '---|---|' * len(FLIPS)]
   for name, stages in fronts.items():
     cells, n = [], 0
     for metric, _ in FLIPS:
@@ -149,8 +151,25 @@ def _front_lines(by_stage: dict[str, dict[int, dict]], reference: str,
       n = max(n, report.stats(at)[2])
       cells += [report.fmt(at), report.fmt(diff, signed=True)]
     lines.append(f"| {name} | {', '.join(stages)} | {n} | "
+                 f'{_nearest(by_stage, reference, stages, split)} | '
                  + ' | '.join(cells) + ' |')
   return lines
+
+
+def _nearest(by_stage: dict[str, dict[int, dict]], reference: str,
+             stages: list[str], split: str) -> str:
+  """The largest, over the reference's seeds, PSNR distance from the
+  reference to the closest stage of the front of that seed ('-' if a seed
+  has none)."""
+  worst = 0.0
+  for seed, r in by_stage[reference].items():
+    psnr = report.value(r, 'psnr', split)
+    gaps = [abs(report.value(by_stage[st][seed], 'psnr', split) - psnr)
+            for st in stages if seed in by_stage.get(st, {})]
+    if not gaps:
+      return '-'
+    worst = max(worst, min(gaps))
+  return f'{worst:.2f}'
 
 
 def _test_lines(by_stage: dict[str, dict[int, dict]], reference: str,

@@ -298,12 +298,12 @@ def test_a_front_is_read_at_the_references_psnr_of_each_seed(tmp_path):
   assert '(22.50 ± 0.71 dB)' in text
   # +1, -1 and their mean: at 22 dB the front's mean flip is (0.6 + 1) / 2
   # = 0.8 against the student's 0.75; at 23 dB 0.85 against 0.85.
-  assert ('| f | fa, fb | 2 | 0.650 ± 0.071 | +0.050 ± 0.071 | 1.000 ± 0.000 '
+  assert ('| f | fa, fb | 2 | 0.20 | 0.650 ± 0.071 | +0.050 ± 0.071 | 1.000 ± 0.000 '
           '| +0.000 ± 0.000 | 0.825 ± 0.035 | +0.025 ± 0.035 |') in text
   # A front of one stage at another PSNR, and one across a wide gap, are out
   # of range in every seed.
-  assert '| g | fb | 0 | - | - |' in text
-  assert '| w | wa, wb | 0 | - | - |' in text
+  assert '| g | fb | 0 | 0.20 | - | - |' in text
+  assert '| w | wa, wb | 0 | 2.00 | - | - |' in text
   # The listed tests, one Holm family of 6 rows; a stage is compared raw,
   # with its PSNR difference named.
   assert '| f front, +1 | 2 | +0.050 ± 0.071 | +0.100 / +0.000 | 1/2 |' in text
@@ -335,7 +335,7 @@ def test_a_front_is_read_at_the_references_psnr_of_each_seed(tmp_path):
          '--reference=student', *flags, *workdirs], capture_output=True,
         text=True, timeout=300)
   assert launch('--front=f=fa,fb').returncode == 0
-  assert '| f | fa, fb | 2 | 0.650 ± 0.071 |' in (
+  assert '| f | fa, fb | 2 | 0.20 | 0.650 ± 0.071 |' in (
       tmp_path / 'out' / 'report.md').read_text()
   assert launch('--front=f=fa,fb', '--test=f').returncode == 0
   assert '| f front, mean | 2 |' in (tmp_path / 'out' / 'report.md').read_text()
