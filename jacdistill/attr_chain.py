@@ -44,6 +44,7 @@ from jacdistill import metrics
 from jacdistill import models
 from jacdistill import paths
 from jacdistill import pictures
+from jacdistill import rng
 from jacdistill import stages
 from jacdistill import train
 from jacdistill import workdir_files
@@ -305,6 +306,7 @@ def evaluate_stage(stage: stages.Stage, config, variables, data: '_Data',
   return {split: out}
 
 
+@rng.draws
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Optional[Hooks] = None) -> dict:
   """Runs or resumes every stage of `config.stage_order`; returns the summary."""

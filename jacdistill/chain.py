@@ -28,6 +28,7 @@ from jacdistill import metrics
 from jacdistill import models
 from jacdistill import paths
 from jacdistill import pictures
+from jacdistill import rng
 from jacdistill import stages
 from jacdistill import train
 from jacdistill import vae
@@ -245,6 +246,7 @@ def traversal_titles(steps: int) -> list[str]:
   return ['p2'] + [''] * (steps - 2) + ['p98'] if steps > 1 else ['p2']
 
 
+@rng.draws
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Optional[stages.Hooks] = None) -> dict:
   """Runs or resumes the whole growth chain; returns the summary dict."""

@@ -26,6 +26,7 @@ import optax
 from jacdistill import celeba
 from jacdistill import input_pipeline
 from jacdistill import metrics
+from jacdistill import rng
 
 # Logits of each dataset's classifier: classes, or CelebA's 40 attributes.
 NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'svhn_cropped': 10,
@@ -167,6 +168,7 @@ def _attribute_loss(logits: jax.Array, targets: jax.Array):
   return jnp.mean(loss), jnp.sum((logits > 0) == (targets > 0))
 
 
+@rng.draws
 def _fit(model: Classifier, clf_config: Any, image_shape: Sequence[int],
          loss_fn: Callable, to01: Callable, batch_fn: Callable, target: str,
          num_steps: int, every: int, label: Callable[[int], str],

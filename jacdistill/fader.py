@@ -37,6 +37,7 @@ import optax
 
 from jacdistill import losses
 from jacdistill import models
+from jacdistill import rng
 from jacdistill import train
 
 
@@ -83,6 +84,7 @@ def adversarial_weight(weight: float, ramp_steps: int,
   return weight * jnp.minimum(1.0, step.astype(jnp.float32) / ramp_steps)
 
 
+@rng.draws
 def create_state(adversary: Adversary, model: models.FaderNetwork,
                  variables: Any, tx: optax.GradientTransformation
                  ) -> FaderState:
@@ -185,5 +187,5 @@ def make_train_step(adversary: Adversary, model: models.FaderNetwork,
 
   if not jit:
     return step
-  return jax.jit(step, donate_argnums=(0,),
-                 compiler_options=train.step_compiler_options())
+  return rng.draws(jax.jit(step, donate_argnums=(0,),
+                           compiler_options=train.step_compiler_options()))

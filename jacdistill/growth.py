@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jacdistill import models
+from jacdistill import rng
 
 GROWTH_INITS = ('zero', 'random')
 
@@ -75,6 +76,7 @@ def _has_code_norm(variables: Any) -> bool:
   return _NORM[1] in dict(variables).get(_NORM[0], {})
 
 
+@rng.draws
 def grow(old_variables: Any, new_model: nn.Module, rng: jax.Array,
          init: str = 'zero') -> Any:
   """Returns `new_model`'s variables holding `old_variables` in the old dims.

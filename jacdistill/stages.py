@@ -30,6 +30,7 @@ from jacdistill import growth
 from jacdistill import models
 from jacdistill import parallel
 from jacdistill import paths
+from jacdistill import rng
 from jacdistill import train
 
 
@@ -123,6 +124,7 @@ class StageWriter:
     return getattr(self._writer, name)
 
 
+@rng.draws
 def initial_variables(model: nn.Module, keys: train.StageKeys,
                       parent: Optional[Any] = None, init: str = 'zero'):
   """A fresh initialisation of `model`, or `parent`'s variables grown into

@@ -20,6 +20,7 @@ import optax
 from jacdistill import input_pipeline
 from jacdistill import losses
 from jacdistill import models
+from jacdistill import rng
 
 JACOBIAN_FORMS = ('swap', 'jvp')
 # What a stage's optimiser updates: every parameter, or the decoder's alone
@@ -146,6 +147,7 @@ class StageKeys:
   steps: jax.Array
 
 
+@rng.draws
 def stage_keys(seed: int, stage: int) -> StageKeys:
   """The streams of stage `stage` of a run seeded `seed`.
 
@@ -375,8 +377,8 @@ def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
 
   if not jit:
     return step
-  return jax.jit(step, donate_argnums=(0,),
-                 compiler_options=step_compiler_options())
+  return rng.draws(jax.jit(step, donate_argnums=(0,),
+                           compiler_options=step_compiler_options()))
 
 
 def make_eval_step(model: nn.Module) -> Callable:

@@ -21,6 +21,7 @@ import optax
 
 from jacdistill import losses
 from jacdistill import models
+from jacdistill import rng
 from jacdistill import train
 
 
@@ -68,8 +69,8 @@ def make_train_step(model: models.GaussianMLPAutoencoder,
 
   if not jit:
     return step
-  return jax.jit(step, donate_argnums=(0,),
-                 compiler_options=train.step_compiler_options())
+  return rng.draws(jax.jit(step, donate_argnums=(0,),
+                           compiler_options=train.step_compiler_options()))
 
 
 def kl_per_dim(model: models.GaussianMLPAutoencoder, variables: Any,
