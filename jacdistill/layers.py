@@ -1,4 +1,9 @@
-"""The 4x4 stride-2 convolutions of the conv models, as matmuls.
+"""The 4x4 stride-2 convolutions of the conv models: native, or as matmuls.
+
+On CPU they are computed as matmuls (below); on GPU and TPU as XLA's own
+strided and transposed convolutions, which cuDNN and the TPU compiler run
+without building any patches. `conv_form` decides, in this one place; both
+forms take the same parameters, so a checkpoint moves between backends.
 
 `DownConv` computes exactly what `nn.Conv(features, (4, 4), strides=(2, 2),
 padding=((1, 1), (1, 1)))` computes, and `UpConv` exactly what
@@ -45,13 +50,43 @@ input channels in every window of the conv's matmul, and no broadcast copy
 of `cond`.
 """
 
+import contextlib
+import contextvars
 import functools
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+CONV_FORMS = ('matmul', 'native')
+_FORCED = contextvars.ContextVar('jacdistill_conv_form', default=None)
+
+
+def conv_form() -> str:
+  """How DownConv and UpConv compute: 'matmul' (the rewrite below) on CPU,
+  'native' (`lax.conv_general_dilated` / `lax.conv_transpose`) on any other
+  backend, unless `forced_conv_form` says otherwise. Read when a model is
+  traced, so a function jitted under one form keeps it."""
+  return _FORCED.get() or (
+      'matmul' if jax.default_backend() == 'cpu' else 'native')
+
+
+@contextlib.contextmanager
+def forced_conv_form(form: str) -> Iterator[None]:
+  """Traces inside this context use `form` ('matmul' or 'native')."""
+  if form not in CONV_FORMS:
+    raise ValueError(f'conv form {form!r}; choose from {CONV_FORMS}')
+  token = _FORCED.set(form)
+  try:
+    yield
+  finally:
+    _FORCED.reset(token)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _shift(a: jax.Array, before: tuple[int, int],
@@ -222,6 +257,9 @@ class DownConv(_Conv4x4):
   @nn.compact
   def __call__(self, x):
     kernel, bias = self._params(x.shape[-1])
+    if conv_form() == 'native':
+      return jax.lax.conv_general_dilated(
+          x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=_NHWC) + bias
     return down_conv(x, kernel) + bias
 
 
@@ -237,6 +275,12 @@ class UpConv(_Conv4x4):
   def __call__(self, x, cond: Optional[jax.Array] = None):
     a = 0 if cond is None else cond.shape[-1]
     kernel, bias = self._params(a + x.shape[-1])
+    if conv_form() == 'native':
+      if cond is not None:
+        x = jnp.concatenate([jnp.broadcast_to(
+            cond[:, None, None], (*x.shape[:3], a)).astype(x.dtype), x], -1)
+      return jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME',
+                                    dimension_numbers=_NHWC) + bias
     y = up_conv(x, kernel[:, :, a:])
     if cond is not None:
       y = y + up_conv_constant(cond, kernel[:, :, :a], *x.shape[1:3])

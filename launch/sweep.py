@@ -5,7 +5,10 @@
   python launch/sweep.py --config=configs/fashion_attr.py:quick --root=workdirs/attr_val --sweep=validation_sweep
 
 Each chain is `launch/main.py` with the sweep's overrides, so each is
-resumable on its own: re-running the sweep skips finished chains.
+resumable on its own: re-running the sweep skips finished chains. On a GPU
+the chains share it: each child allocates GPU memory as it needs it
+(XLA_PYTHON_CLIENT_PREALLOCATE=false) instead of JAX's default 75% per
+process, which would let the second chain fail out of memory.
 """
 
 import importlib.util
@@ -65,6 +68,17 @@ def _local_log(workdir: str) -> str:
   return local
 
 
+def child_env(parent: dict[str, str]) -> dict[str, str]:
+  """A chain's environment: the sweep's, with GPU memory allocated on
+  demand unless the caller chose a policy (XLA_PYTHON_CLIENT_PREALLOCATE or
+  XLA_PYTHON_CLIENT_MEM_FRACTION set). CPU runs ignore both."""
+  env = dict(parent)
+  if not {'XLA_PYTHON_CLIENT_PREALLOCATE',
+          'XLA_PYTHON_CLIENT_MEM_FRACTION'} & set(env):
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  return env
+
+
 def main(argv):
   del argv
   path = _CONFIG.value.split(':')[0]
@@ -82,6 +96,7 @@ def main(argv):
       print(' '.join(cmd[1:]))
     return
   paths.makedirs(_ROOT.value)
+  env = child_env(dict(os.environ))
   pending, running, failed = list(commands), [], []
   while pending or running:
     while pending and len(running) < _PARALLEL.value:
@@ -94,7 +109,7 @@ def main(argv):
       log.flush()
       logging.info('start %s: %s', name, ' '.join(cmd[1:]))
       running.append((name, workdir, local, log,
-                      subprocess.Popen(cmd, stdout=log, stderr=log),
+                      subprocess.Popen(cmd, stdout=log, stderr=log, env=env),
                       time.time()))
     time.sleep(2)
     for item in list(running):

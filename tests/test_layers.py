@@ -117,3 +117,68 @@ def test_down_conv_golden_value():
   kernel = jnp.arange(16.0).reshape(4, 4, 1, 1)
   # Kernel rows/cols 1..2 hold 5, 6 / 9, 10: 1*5 + 2*6 + 3*9 + 4*10 = 84.
   assert float(layers.down_conv(x, kernel)[0, 0, 0, 0]) == 84.0
+
+
+def test_the_conv_form_is_matmul_on_cpu_and_can_be_forced():
+  assert jax.default_backend() == 'cpu' and layers.conv_form() == 'matmul'
+  with layers.forced_conv_form('native'):
+    assert layers.conv_form() == 'native'
+    with layers.forced_conv_form('matmul'):
+      assert layers.conv_form() == 'matmul'
+    assert layers.conv_form() == 'native'
+  assert layers.conv_form() == 'matmul'
+  with pytest.raises(ValueError, match="'cudnn'"):
+    with layers.forced_conv_form('cudnn'):
+      pass
+
+
+@pytest.mark.parametrize('form', layers.CONV_FORMS)
+@pytest.mark.parametrize('kind', sorted(REFERENCES))
+def test_each_forced_form_equals_flax_reference(form, kind):
+  """Either form, forced, is flax's layer: outputs and gradients agree."""
+  new_cls, ref_cls = REFERENCES[kind]
+  x = jax.random.normal(jax.random.key(0), SHAPES[-1])
+  with layers.forced_conv_form(form):
+    _assert_same_layer(ref_cls(7), new_cls(7), (x,))
+
+
+def test_native_conditioned_up_conv_equals_the_matmul_form():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 6, 4))
+  cond = jax.random.normal(jax.random.key(3), (2, 3))
+  layer = layers.UpConv(7)
+  variables = layer.init(jax.random.key(1), x, cond)
+  out = {}
+  for form in layers.CONV_FORMS:
+    with layers.forced_conv_form(form):
+      out[form] = jax.jit(layer.apply)(variables, x, cond)
+  np.testing.assert_allclose(out['native'], out['matmul'], atol=2e-6)
+
+
+def test_a_checkpoint_written_under_one_form_restores_into_the_other(tmp_path):
+  """The Fader model's parameters are the same tree under both forms, so
+  one written by a CPU run (matmul) decodes the same under the native form
+  (a GPU's), and the other way round."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from jacdistill import models  # pylint: disable=g-import-not-at-top
+  model = models.FaderAutoencoder(image_size=16, num_attributes=3, nuisance=4,
+                                  init_channels=4, max_channels=16)
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1)
+  saved = {}
+  for form in layers.CONV_FORMS:
+    with layers.forced_conv_form(form):
+      saved[form] = jax.jit(model.init)(jax.random.key(1), x)
+      with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(tmp_path / form, saved[form])
+  # Same initial values under both forms, as flax initialises both.
+  jax.tree.map(np.testing.assert_array_equal, saved['matmul'],
+               saved['native'])
+  for written, read in (('matmul', 'native'), ('native', 'matmul')):
+    with ocp.StandardCheckpointer() as ckpt:
+      restored = ckpt.restore(tmp_path / written, saved[read])
+    apply = lambda v: model.apply(v, x, train=False)
+    with layers.forced_conv_form(read):
+      got = jax.jit(apply)(restored)
+    with layers.forced_conv_form(written):
+      want = jax.jit(apply)(saved[written])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                 got, want)
