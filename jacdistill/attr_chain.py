@@ -307,6 +307,7 @@ def evaluate_stage(stage: stages.Stage, config, variables, data: '_Data',
 
 
 @rng.draws
+@stages.run_under_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Optional[Hooks] = None) -> dict:
   """Runs or resumes every stage of `config.stage_order`; returns the summary."""
@@ -328,6 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               'flip_examples': config.eval.flip_examples,
               'flip_strength': config.eval.flip_strength,
               'level_examples': len(data.level_images),
+              'matmul_precision': stages.matmul_precision(config),
               'disentanglement': {**disentanglement.PROTOCOL,
                                   'seed': config.seed},
               **stages.classifier_settings(hooks)}

@@ -153,6 +153,7 @@ def eval_settings(config, splits: dict, hooks: stages.Hooks,
   their sizes, the disentanglement scores' settings, the swap protocol and the
   classifier (by fingerprint)."""
   out = {'splits': {name: len(split) for name, split in splits.items()},
+         'matmul_precision': stages.matmul_precision(config),
          'disentanglement': {**disentanglement.PROTOCOL, 'seed': config.seed}}
   if hooks.classifier is not None:
     out.update(num_permutations=config.eval.num_permutations,
@@ -247,6 +248,7 @@ def traversal_titles(steps: int) -> list[str]:
 
 
 @rng.draws
+@stages.run_under_precision
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        hooks: Optional[stages.Hooks] = None) -> dict:
   """Runs or resumes the whole growth chain; returns the summary dict."""

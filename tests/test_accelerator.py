@@ -28,3 +28,33 @@ def test_sweep_children_allocate_gpu_memory_on_demand():
   for chosen in ({'XLA_PYTHON_CLIENT_PREALLOCATE': 'true'},
                  {'XLA_PYTHON_CLIENT_MEM_FRACTION': '0.3'}):
     assert sweep.child_env(chosen) == chosen
+
+
+def test_matmul_precision_is_a_config_field_recorded_in_every_entry(tmp_path):
+  """'highest' (the science configs') and 'default' (TF32 on a GPU) compute
+  the same bits on CPU, so a CPU run's fingerprints do not depend on it;
+  every entry records which ran, and a bad value is refused before any
+  file is written."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from configs import fashion_grow  # pylint: disable=g-import-not-at-top
+  from jacdistill import chain  # pylint: disable=g-import-not-at-top
+  from jacdistill import input_pipeline  # pylint: disable=g-import-not-at-top
+  from jacdistill import stages  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(input_pipeline.DEFAULT_IDX_DIR,
+                                     'train-images-idx3-ubyte.gz')):
+    pytest.skip('needs apt-get install dataset-fashion-mnist')
+  prints = {}
+  for precision in ('highest', 'default'):
+    config = fashion_grow.get_config('smoke')
+    assert config.train.matmul_precision == 'highest'
+    config.train.matmul_precision = precision
+    summary = chain.train_and_evaluate(config, str(tmp_path / precision))
+    assert {s['eval']['matmul_precision'] for s in summary['stages']} == {
+        precision}
+    prints[precision] = [s['fingerprint'] for s in summary['stages']]
+  assert prints['highest'] == prints['default']
+  config = fashion_grow.get_config('smoke')
+  config.train.matmul_precision = 'tf32'
+  with pytest.raises(stages.ConfigError, match="matmul_precision='tf32'"):
+    chain.train_and_evaluate(config, str(tmp_path / 'bad'))
+  assert not os.path.exists(tmp_path / 'bad')
