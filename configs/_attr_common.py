@@ -94,6 +94,9 @@ def add_run_fields(c: ml_collections.ConfigDict, epochs_per_stage: int,
   # Float32 dots and convs: 'highest' (full float32, as on CPU), or
   # 'default' (TF32 on an Ampere/Hopper GPU: faster, ~1e-3 relative).
   c.train.matmul_precision = 'highest'
+  # Keep the dataset on the devices and run log.every_steps steps per
+  # dispatch (jacdistill/device_loop.py; not for CelebA, which streams).
+  c.train.device_loop = False
 
   configs.add_checkpoint_and_log(c)
 

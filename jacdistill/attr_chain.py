@@ -24,6 +24,7 @@ checkpoint, and stage i's batch at step s depends on (seed, i, s) alone,
 streamed or not.
 """
 
+import dataclasses
 import functools
 import json
 from typing import Callable, Optional
@@ -37,6 +38,7 @@ import numpy as np
 from jacdistill import attr_config
 from jacdistill import attributes
 from jacdistill import celeba
+from jacdistill import device_loop
 from jacdistill import disentanglement
 from jacdistill import fader
 from jacdistill import input_pipeline
@@ -117,6 +119,13 @@ class _AttributeBatcher:
     b = self._batcher.batch(step)
     return dict(b, attributes=input_pipeline.one_hot_attributes(
         b['label'], self._num_attributes))
+
+  def device_data(self) -> device_loop.DeviceData:
+    """The split on the devices; attributes made there from the labels."""
+    inner = self._batcher.device_data()
+    a = self._num_attributes
+    return dataclasses.replace(inner, make_batch=lambda g: dict(
+        g, attributes=2.0 * jax.nn.one_hot(g['label'], a) - 1.0))
 
 
 def load_split(config, split: str) -> input_pipeline.Split:

@@ -132,6 +132,9 @@ def _validate_data(config) -> None:
   data = config.data
   if data.name not in DATASETS:
     raise ConfigError(f'data.name={data.name!r} is not one of {DATASETS}')
+  if config.train.get('device_loop', False) and data.name == celeba.CELEB_A:
+    raise ConfigError('train.device_loop=True keeps an in-memory dataset on '
+                      'the devices, and celeb_a is streamed; set it False')
   if len(data.attributes) != config.model.num_attributes:
     raise ConfigError(f'data.attributes names {len(data.attributes)} '
                       f'attributes but model.num_attributes='

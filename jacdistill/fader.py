@@ -187,5 +187,4 @@ def make_train_step(adversary: Adversary, model: models.FaderNetwork,
 
   if not jit:
     return step
-  return rng.draws(jax.jit(step, donate_argnums=(0,),
-                           compiler_options=train.step_compiler_options()))
+  return train.jit_step(step)

@@ -266,12 +266,25 @@ class Batcher:
       {'image': uint8 (b, H, W, C), 'label': int32 (b,)} with
       b = batch_size // process_count.
     """
+    idx = self.indices(step)
+    return {'image': self._images[idx], 'label': self._labels[idx]}
+
+  def indices(self, step: int) -> np.ndarray:
+    """The rows of the split that `batch(step)` holds, (b,)."""
     if step < 0:
       raise ValueError(f'step={step} must be >= 0.')
     epoch, i = divmod(step, self.steps_per_epoch)
     start = i * self._batch_size + self._offset
-    idx = self._permutation(epoch)[start:start + self._local]
-    return {'image': self._images[idx], 'label': self._labels[idx]}
+    return self._permutation(epoch)[start:start + self._local]
+
+  def device_data(self):
+    """The split as `jacdistill.device_loop` keeps it on the devices
+    (imported here: the device loop imports the library's JAX side, which
+    the data pipeline does not need)."""
+    from jacdistill import device_loop  # pylint: disable=g-import-not-at-top
+    return device_loop.DeviceData(
+        arrays={'image': self._images, 'label': self._labels},
+        indices=self.indices)
 
   def iterate(self, start_step: int,
               num_steps: int) -> Iterator[dict[str, np.ndarray]]:

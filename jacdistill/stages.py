@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from jacdistill import checkpoint
+from jacdistill import device_loop
 from jacdistill import growth
 from jacdistill import models
 from jacdistill import parallel
@@ -162,20 +163,16 @@ def initial_variables(model: nn.Module, keys: train.StageKeys,
   return growth.grow(parent, model, keys.growth, init=init)
 
 
-def _mean_metrics(history: list[dict]) -> dict[str, float]:
-  host = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-
-
 def _first_nonfinite(history: list[dict], first_step: int):
-  """(step, name) of the first non-finite metric in `history`, or None.
+  """(step, name) of the first non-finite metric in `history` (host dicts,
+  one per step from `first_step`), or None.
 
   A NaN in one loss term reaches the total and the gradient norms in the same
   step; the term is named in preference to them.
   """
   terms = [f.name for f in dataclasses.fields(train.LossWeights)]
   blame = lambda name: (name not in terms, name != 'total', name)
-  for offset, metrics in enumerate(jax.device_get(history)):
+  for offset, metrics in enumerate(history):
     for name in sorted(metrics, key=blame):
       if not np.isfinite(metrics[name]):
         return first_step + offset, name
@@ -248,7 +245,8 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
     nonlocal history, last
     if not history:
       return
-    bad = _first_nonfinite(history, step - len(history))
+    steps = device_loop.per_step(history)
+    bad = _first_nonfinite(steps, step - len(steps))
     if bad:
       saved = ckpts.steps()
       kept = (f'the last good checkpoint (step {saved[-1]}) in '
@@ -257,26 +255,40 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
       raise NonFiniteLossError(
           f'loss term {bad[1]!r} is not finite at step {bad[0]} of '
           f'{stage.label}; training stopped, {kept}')
-    last = _mean_metrics(history)
+    last = {k: float(np.mean([m[k] for m in steps])) for k in steps[0]}
     writer.write_scalars(step, last)
     history = []
 
-  for step in range(start_step, total_steps):
-    # Labels are not a training input; only `inputs` cross to the devices.
-    host = batcher.batch(step)
-    batch = parallel.shard_batch({k: host[k] for k in stage.inputs}, mesh)
-    state, metrics = step_fn(state, teacher_vars, batch, stage.keys.steps)
+  if config.train.get('device_loop', False):
+    source = batcher.device_data()
+    data = device_loop.put_data(source, mesh)
+    chunk = device_loop.make_chunk(step_fn, source.make_batch, stage.inputs,
+                                   mesh)
+    ends = device_loop.chunk_ends(start_step, total_steps, (
+        config.log.every_steps, config.checkpoint.every_steps))
+  else:
+    ends = range(start_step + 1, total_steps + 1)
+  step = start_step
+  for done in ends:
+    if config.train.get('device_loop', False):
+      idx = device_loop.put_indices(source, range(step, done), mesh)
+      state, metrics = chunk(state, teacher_vars, data, idx, stage.keys.steps)
+    else:
+      # Labels are not a training input; only `inputs` cross to the devices.
+      host = batcher.batch(step)
+      batch = parallel.shard_batch({k: host[k] for k in stage.inputs}, mesh)
+      state, metrics = step_fn(state, teacher_vars, batch, stage.keys.steps)
     history.append(metrics)
-    done = step + 1
+    first, step = step == start_step, done
     if done % config.log.every_steps == 0:
       flush(done)
     if done % config.checkpoint.every_steps == 0 or done == total_steps:
       flush(done)
       save(done)
     now = time.time()
-    if done == start_step + 1 and done < total_steps:
-      # The first step compiles; its time would make the first rate and ETA
-      # nonsense, so the clock of the progress lines starts after it.
+    if first and done < total_steps:
+      # The first dispatch compiles; its time would make the first rate and
+      # ETA nonsense, so the clock of the progress lines starts after it.
       logging.info('%s step %d/%d  compiled and ran in %.1f s', stage.label,
                    done, total_steps, now - t_start)
       t_progress, step_at_progress = now, done

@@ -375,10 +375,19 @@ def make_train_step(model: nn.Module, teacher: Optional[nn.Module],
                            batch_stats=batch_stats, opt_state=opt_state)
     return new_state, metrics
 
-  if not jit:
-    return step
-  return rng.draws(jax.jit(step, donate_argnums=(0,),
-                           compiler_options=step_compiler_options()))
+  return jit_step(step) if jit else step
+
+
+def jit_step(step: Callable) -> Callable:
+  """A train step `step(state, ...) -> (state, metrics)` jitted as every
+  chain's is: the state donated, the backend's step compiler options, drawn
+  under the library's random scheme. The plain function stays reachable as
+  `.unjitted`, for a caller that jits it inside a larger function
+  (`device_loop`): compiler options apply to a top-level jit only."""
+  jitted = rng.draws(jax.jit(step, donate_argnums=(0,),
+                             compiler_options=step_compiler_options()))
+  jitted.unjitted = step
+  return jitted
 
 
 def make_eval_step(model: nn.Module) -> Callable:

@@ -21,7 +21,6 @@ import optax
 
 from jacdistill import losses
 from jacdistill import models
-from jacdistill import rng
 from jacdistill import train
 
 
@@ -69,8 +68,7 @@ def make_train_step(model: models.GaussianMLPAutoencoder,
 
   if not jit:
     return step
-  return rng.draws(jax.jit(step, donate_argnums=(0,),
-                           compiler_options=train.step_compiler_options()))
+  return train.jit_step(step)
 
 
 def kl_per_dim(model: models.GaussianMLPAutoencoder, variables: Any,

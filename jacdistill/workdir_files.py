@@ -24,7 +24,8 @@ RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
 # change.
 ADDED_FIELDS = {'trainable': 'all', 'epochs': 0, 'cycle_attr': 0.0,
                 'cycle_z': 0.0, 'validation': 0, 'steps': 0,
-                'kind': 'autoencoder', 'matmul_precision': 'highest'}
+                'kind': 'autoencoder', 'matmul_precision': 'highest',
+                'device_loop': False}
 
 
 def _flat(d: dict, prefix: str = '') -> dict:
