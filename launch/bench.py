@@ -12,6 +12,15 @@ Cases:
   data          Fashion-MNIST (idx) through `Batcher` and `jax.device_put`,
                 against the mlp_student step it would feed: `ratio` is step
                 time / batch time and should be >= 10.
+  loop          the stage loop's two ways of feeding --loop_case's step (an
+                in-memory dataset the size of --loop_examples): per step
+                (host batch, shard, dispatch, metrics fetched every
+                --chunk steps) and the device loop (`train.device_loop`:
+                --chunk steps per dispatch), against the bare step on a
+                batch already on the device, all pipelined (synchronised
+                once per --chunk steps, as the loop is). `host_share` is the
+                part of the per-step loop's time the bare step does not
+                account for.
   explore       launch/explore.py's decode handler (`Explorer.decode`: JSON
                 request in, edit applied, one image decoded, PNG encoded,
                 JSON-ready reply out), --steps calls with a new slider value
@@ -55,9 +64,11 @@ from jacdistill import input_pipeline
 from jacdistill import models
 from jacdistill import train
 
-CASES = ('mlp_teacher', 'mlp_student', 'conv_student', 'data', 'explore')
+CASES = ('mlp_teacher', 'mlp_student', 'conv_student', 'data', 'loop',
+         'explore')
+STEP_CASES = ('mlp_teacher', 'mlp_student', 'conv_student')
 DEFAULT_BATCH = {'mlp_teacher': 128, 'mlp_student': 128, 'conv_student': 64,
-                 'data': 128, 'explore': 1}
+                 'data': 128, 'loop': 128, 'explore': 1}
 
 _CASE = flags.DEFINE_enum('case', 'mlp_student', CASES, 'What to time.')
 _BATCH = flags.DEFINE_integer(
@@ -70,6 +81,13 @@ _IDX_DIR = flags.DEFINE_string('idx_dir', input_pipeline.DEFAULT_IDX_DIR,
                                'Fashion-MNIST idx files, for --case data.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Initialisation and data seed.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object.')
+_LOOP_CASE = flags.DEFINE_enum('loop_case', 'mlp_student', STEP_CASES,
+                               'The step --case loop feeds.')
+_CHUNK = flags.DEFINE_integer('chunk', 100, '--case loop: steps per '
+                              'dispatch of the device loop, and per metrics '
+                              'fetch of both loops (log.every_steps).')
+_EXAMPLES = flags.DEFINE_integer('loop_examples', 60000, '--case loop: '
+                                 'images of the in-memory dataset.')
 _DOTS = flags.DEFINE_bool(
     'dots', False, 'Train-step cases: also time every dot of the compiled '
     'step on its own (`time_dots`) and report their sum, `dots_ms`.')
@@ -79,30 +97,36 @@ def _init(model, seed):
   return jax.jit(model.init)(jax.random.key(seed), models.example_input(model))
 
 
-def build_case(case, batch_size, jacobian, seed):
+def build_case(case, batch_size, jacobian, seed, tiny=False):
   """Returns (step, variables, tx, teacher_vars, batch) of a train-step case.
 
   The variables are random (the step's cost does not depend on training);
-  students are grown from their teacher as a real stage would be.
+  students are grown from their teacher as a real stage would be. `tiny`:
+  the same models a few times narrower and smaller (seconds on a CPU, for
+  tests of the scripts that time them).
   """
   rng = np.random.default_rng(seed)
   if case == 'conv_student':
-    teacher = models.FaderAutoencoder(image_size=64, num_attributes=40,
-                                      nuisance=256)
-    model = models.FaderAutoencoder(image_size=64, num_attributes=40,
-                                    nuisance=512)
+    size, nuisance = (16, 8) if tiny else (64, 256)
+    widths = dict(init_channels=4, max_channels=16) if tiny else {}
+    teacher = models.FaderAutoencoder(image_size=size, num_attributes=40,
+                                      nuisance=nuisance, **widths)
+    model = models.FaderAutoencoder(image_size=size, num_attributes=40,
+                                    nuisance=2 * nuisance, **widths)
     tx = train.make_optimizer(2e-4, b1=0.5, clip_norm=10)
     weights = train.LossWeights(rec=100, xcov=0.01, jac=50, lat=1,
                                 jacobian=jacobian)
-    shape = (batch_size, 64, 64, 3)
+    shape = (batch_size, size, size, 3)
   else:
     tx = train.make_optimizer(3e-4, weight_decay=1e-6)
     shape = (batch_size, 28, 28, 1)
+    hidden = dict(hidden=(32, 16, 8)) if tiny else {}
     if case == 'mlp_teacher':
-      teacher, model = None, models.MLPAutoencoder(latent_dim=2)
+      teacher, model = None, models.MLPAutoencoder(latent_dim=2, **hidden)
       weights = train.LossWeights(rec=1)
     else:
-      teacher, model = models.MLPAutoencoder(7), models.MLPAutoencoder(8)
+      teacher = models.MLPAutoencoder(7, **hidden)
+      model = models.MLPAutoencoder(8, **hidden)
       weights = train.LossWeights(rec=1, lat=0.25, jac=0.1, xcov=1e-3,
                                   jacobian=jacobian)
   if teacher is None:
@@ -165,6 +189,69 @@ def time_step(step, variables, tx, teacher_vars, batch, steps, warmup, seed):
       'gflop_per_s': gflop / (stats['ms_median'] / 1e3),
       'final_loss': float(metrics['total']),
   }, compiled
+
+
+def time_loop(step, variables, tx, teacher_vars, batch, steps, chunk,
+              examples, seed):
+  """ms per step of the bare step, the per-step loop and the device loop
+  (module docstring), each over `steps` steps after one untimed chunk, in
+  the stage loop's code (`device_loop`, `parallel.shard_batch`)."""
+  from jacdistill import device_loop, parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.data_mesh()
+  rng = np.random.default_rng(seed)
+  split = input_pipeline.Split(
+      images=rng.integers(0, 256, (examples, *batch['image'].shape[1:]),
+                          dtype=np.uint8),
+      labels=np.zeros((examples,), np.int32))
+  batcher = input_pipeline.Batcher(split, batch['image'].shape[0], seed)
+  source = batcher.device_data()
+  key = jax.random.key(seed)
+  teacher_vars = parallel.replicate(teacher_vars, mesh)
+  batch = parallel.shard_batch({'image': np.asarray(batch['image'])}, mesh)
+  data = device_loop.put_data(source, mesh)
+  scan = device_loop.make_chunk(step, source.make_batch, ('image',), mesh)
+
+  def bare(state, s):
+    history = []
+    for _ in range(s, s + chunk):
+      state, metrics = step(state, teacher_vars, batch, key)
+      history.append(metrics)
+    return state, history
+
+  def per_step(state, s):
+    history = []
+    for t in range(s, s + chunk):
+      host = batcher.batch(t)
+      b = parallel.shard_batch({'image': host['image']}, mesh)
+      state, metrics = step(state, teacher_vars, b, key)
+      history.append(metrics)
+    return state, history
+
+  def scanned(state, s):
+    idx = device_loop.put_indices(source, range(s, s + chunk), mesh)
+    state, metrics = scan(state, teacher_vars, data, idx, key)
+    return state, [metrics]
+
+  out = {}
+  for name, run in (('bare', bare), ('per_step_loop', per_step),
+                    ('device_loop', scanned)):
+    state = parallel.replicate(
+        train.create_train_state(jax.tree.map(jnp.array, variables), tx), mesh)
+    state, history = run(state, 0)  # Compiles.
+    device_loop.per_step(history)
+    chunks = max(1, steps // chunk)
+    start = time.perf_counter()
+    for c in range(1, chunks + 1):
+      state, history = run(state, c * chunk)
+      device_loop.per_step(history)  # The loop's one fetch per chunk.
+    jax.block_until_ready(state)
+    out[f'{name}_ms_per_step'] = (
+        1e3 * (time.perf_counter() - start) / (chunks * chunk))
+  out['host_share'] = 1 - out['bare_ms_per_step'] / out[
+      'per_step_loop_ms_per_step']
+  out['device_loop_speedup'] = (out['per_step_loop_ms_per_step'] /
+                                out['device_loop_ms_per_step'])
+  return out
 
 
 def _median_call_s(compiled, args, calls):
@@ -331,7 +418,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   case = _CASE.value
   batch_size = DEFAULT_BATCH[case] if _BATCH.value is None else _BATCH.value
-  if _DOTS.value and case in ('data', 'explore'):
+  if _DOTS.value and case not in STEP_CASES:
     raise app.UsageError(f'--dots times a train step\'s dots; --case {case} has '
                          'no step of its own')
   if batch_size < 1 or _STEPS.value < 1 or _WARMUP.value < 0:
@@ -347,6 +434,13 @@ def main(argv):
             'compiler_options': train.step_compiler_options()}
   if case == 'explore':
     result.update(time_explore(_STEPS.value, _WARMUP.value, _SEED.value))
+  elif case == 'loop':
+    result.update(loop_case=_LOOP_CASE.value, chunk=_CHUNK.value,
+                  loop_examples=_EXAMPLES.value)
+    result.update(time_loop(
+        *build_case(_LOOP_CASE.value, batch_size, _JACOBIAN.value,
+                    _SEED.value), _STEPS.value, _CHUNK.value, _EXAMPLES.value,
+        _SEED.value))
   elif case == 'data':
     result.update(time_data(batch_size, _STEPS.value, _WARMUP.value,
                             _SEED.value, _IDX_DIR.value))
@@ -377,6 +471,13 @@ def main(argv):
             f'{r["target_ms"]:.0f} ms: {"met" if r["meets_target"] else "MISSED"})')
     print(f'[{result["device"]}, jax {result["jax_version"]}, load average '
           f'{result["load_avg_1min"]:.1f} on {result["cpu_count"]} cores]')
+  elif case == 'loop':
+    print(f'{result["loop_case"]} batch={batch_size}, {result["chunk"]} steps '
+          f'per chunk: bare step {result["bare_ms_per_step"]:.3f} ms, '
+          f'per-step loop {result["per_step_loop_ms_per_step"]:.3f} ms '
+          f'(host share {result["host_share"]:.0%}), device loop '
+          f'{result["device_loop_ms_per_step"]:.3f} ms '
+          f'[{result["device"]}, jax {result["jax_version"]}]')
   elif case == 'data':
     print(f'data batch={batch_size}: {result["ms_per_batch"]:.3f} ms/batch '
           f'({result["images_per_s"]:.0f} images/s); mlp_student step '

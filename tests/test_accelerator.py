@@ -58,3 +58,33 @@ def test_matmul_precision_is_a_config_field_recorded_in_every_entry(tmp_path):
   with pytest.raises(stages.ConfigError, match="matmul_precision='tf32'"):
     chain.train_and_evaluate(config, str(tmp_path / 'bad'))
   assert not os.path.exists(tmp_path / 'bad')
+
+
+def test_device_check_runs_on_cpu_at_tiny_sizes(tmp_path):
+  """launch/device_check.py's whole measurement, tiny: every step case at
+  both precisions (the conv one with both conv forms) and both loops."""
+  import json  # pylint: disable=g-import-not-at-top
+  import math  # pylint: disable=g-import-not-at-top
+  from launch import device_check  # pylint: disable=g-import-not-at-top
+  result = device_check.check(tiny=True, steps=2)
+  json.dumps(result)  # What the script writes.
+  assert result['default_conv_form'] == 'matmul'
+  combos = {(r['case'], r['conv_form'], r['precision'])
+            for r in result['steps']}
+  assert combos == {
+      ('mlp_teacher', None, 'highest'), ('mlp_teacher', None, 'default'),
+      ('mlp_student', None, 'highest'), ('mlp_student', None, 'default'),
+      *{('conv_student', f, p) for f in ('matmul', 'native')
+        for p in ('highest', 'default')}}
+  loss = {}
+  for r in result['steps']:
+    assert r['ms_per_step'] > 0 and math.isfinite(r['final_loss'])
+    loss.setdefault(r['case'], []).append(r['final_loss'])
+  # The same steps from the same state: on CPU the precision changes no
+  # bit, the conv form only rounding.
+  for case, values in loss.items():
+    assert max(values) - min(values) <= 1e-5 * abs(values[0]), (case, values)
+  assert [r['case'] for r in result['loops']] == ['mlp_teacher', 'mlp_student']
+  for r in result['loops']:
+    assert min(r['bare_ms_per_step'], r['per_step_loop_ms_per_step'],
+               r['device_loop_ms_per_step']) > 0
