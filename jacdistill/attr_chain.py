@@ -362,9 +362,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 'trainable': stage.trainable,
                 'kind': attr_config.stage_field(spec, 'kind')}
     variables, entry, scored = stages.run(
-        stage, config, variables, teacher, batcher, total, hooks, mesh,
-        done.get(name), describe, settings,
-        lambda v, writer, stage=stage: evaluate_stage(
+        stage, config=config, variables=variables, teacher=teacher,
+        batcher=batcher, total=total, hooks=hooks, mesh=mesh,
+        recorded=done.get(name), describe=describe, settings=settings,
+        evaluate=lambda v, writer, stage=stage: evaluate_stage(
             stage, config, v, data, writer, predictor))
     done[name] = entry
     summary['stages'] = [done[n] for n in order if n in done]

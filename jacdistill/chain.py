@@ -289,9 +289,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 'teacher_stage': None if teacher is None else (
                     0 if config.growth.teacher == 'first' else index - 1)}
     variables, entry, scored = stages.run(
-        stage, config, variables, teacher, batcher, total, hooks, mesh,
-        done.get(index), describe, settings,
-        lambda v, writer, stage=stage: evaluate_stage(
+        stage, config=config, variables=variables, teacher=teacher,
+        batcher=batcher, total=total, hooks=hooks, mesh=mesh,
+        recorded=done.get(index), describe=describe, settings=settings,
+        evaluate=lambda v, writer, stage=stage: evaluate_stage(
             stage, config, _scored_variables(stage, config, v, train_split),
             eval_splits, factor_dims, writer, hooks))
     done[index] = entry

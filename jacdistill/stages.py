@@ -311,11 +311,14 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
   return state, elapsed + time.time() - t_start, last
 
 
-def run(stage: Stage, config, variables, teacher: Optional[tuple], batcher,
-        total: int, hooks: Hooks, mesh, recorded: Optional[dict],
+def run(stage: Stage, *, config, variables, teacher: Optional[tuple],
+        batcher, total: int, hooks: Hooks, mesh, recorded: Optional[dict],
         describe: dict, settings: dict,
         evaluate: Callable[[Any, Any], dict]) -> tuple[Any, dict, bool]:
   """One stage's whole life; returns (variables, entry, newly scored).
+
+  Every argument but the stage is by keyword: `describe` and `settings`
+  are both dicts, and swapping them would record one as the other.
 
   Args:
     stage: the stage.
