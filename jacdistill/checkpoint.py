@@ -138,6 +138,21 @@ def _quiet_save_failures() -> None:
     sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
 
 
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager without its own preemption check.
+
+  `CheckpointManager.save` reports the checkpoint's step to JAX's
+  preemption sync point, which the stage loop already reports its own call
+  count to (`parallel.preemption_stop`). The point is agreed from the last
+  value reported and fires on an exact match only, so two counters make a
+  stop late or never; the loop's is the only one.
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
+
+
 class Checkpoints:
   """The checkpoints of one stage directory."""
 
@@ -147,7 +162,7 @@ class Checkpoints:
     # read with a ValueError that looks like a corrupt checkpoint).
     self.directory = paths.absolute(directory)
     _quiet_save_failures()
-    self._manager = ocp.CheckpointManager(
+    self._manager = _Manager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True,
@@ -202,11 +217,19 @@ class Checkpoints:
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, record: dict) -> None:
-    """Saves `state` (a pytree of arrays) and `record` (JSON) at `step`."""
+  def save(self, step: int, state: Any, record: dict,
+           replace_unreadable: bool = False) -> None:
+    """Saves `state` (a pytree of arrays) and `record` (JSON) at `step`.
+
+    A step already on disk is replaced only with `replace_unreadable`: a run
+    that fell back past an unreadable checkpoint reaches its step again, and
+    what it trained since replaces what could not be read. Any other save
+    of an existing step is a ValueError, never a deletion.
+    """
     if step in self._manager.all_steps():
-      # Only a run that fell back past an unreadable checkpoint comes to a
-      # saved step again; what it trained since replaces what could not be read.
+      if not replace_unreadable:
+        raise ValueError(f'checkpoint {self.directory}/{step} exists; only a '
+                         'checkpoint passed over as unreadable is replaced')
       logging.warning('replacing the unreadable checkpoint %s/%d',
                       self.directory, step)
       self._wait_pending()
@@ -230,7 +253,7 @@ class Checkpoints:
     if jax.process_count() == 1:
       return self._manager
     me = jax.process_index()
-    return ocp.CheckpointManager(
+    return _Manager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             create=False, enable_async_checkpointing=False,

@@ -235,10 +235,17 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
   history, last = [], {}
   t_start = time.time()
   t_progress, step_at_progress = t_start, start_step
+  # Checkpoints past the one resumed from were passed over as unreadable:
+  # reaching their step again replaces them. Any other step is saved once.
+  unreadable = {s for s in ckpts.steps() if s > start_step}
+  saved = set()
 
   def save(step):
+    if step in saved:
+      return
     ckpts.save(step, state, dict(record, step=step, wall_time_s=(
-        elapsed + time.time() - t_start)))
+        elapsed + time.time() - t_start)), replace_unreadable=step in unreadable)
+    saved.add(step)
 
   def flush(step):
     """Checks and writes the metrics of the steps before `step`."""

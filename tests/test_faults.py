@@ -354,9 +354,10 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(
   assert step == 2 and record == {'step': 2}
   np.testing.assert_array_equal(restored['w'], np.full((2, 3), 2.0))
   assert f'checkpoint {directory}/3 is unreadable' in caplog.text
-  # Training on from step 2 reaches step 3 again; its save replaces the
-  # unreadable one instead of failing on an existing step.
-  ckpts.save(3, state(30), {'step': 30})
+  # Training on from step 2 reaches step 3 again; its save, told that step
+  # 3 was passed over (as the stage loop tells it), replaces the unreadable
+  # one instead of failing on an existing step.
+  ckpts.save(3, state(30), {'step': 30}, replace_unreadable=True)
   ckpts.wait()
   restored, record, step = ckpts.restore_latest(state(0))
   assert (step, record, int(restored['n'])) == (3, {'step': 30}, 30)
