@@ -46,9 +46,16 @@ def prepare_image(img: Image.Image, native: int, size: int,
                   channels: int) -> np.ndarray:
   """A PIL image as the model takes it: uint8 (size, size, channels).
 
-  Converted to grey or RGB, centre-cropped to a square, resized (bilinear)
-  to `native` x `native`, then padded (or resized) to `size`.
+  Converted to grey or RGB (16-bit grey scaled to 8 bits, not clipped),
+  centre-cropped to a square, resized (bilinear) to `native` x `native`,
+  then padded (or resized) to `size`.
   """
+  if img.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):
+    # 16-bit grey (PIL opens a 16-bit PNG as one of these): 0..65535 onto
+    # 0..255, where convert('L') would clip everything above 255.
+    wide = np.asarray(img, np.float64)
+    img = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255
+                                  ).astype(np.uint8), 'L')
   img = img.convert('L' if channels == 1 else 'RGB')
   side = min(img.size)
   left, top = (img.width - side) // 2, (img.height - side) // 2
@@ -85,6 +92,13 @@ def read_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     raise UploadError(f'the upload is not a readable PNG or JPEG image '
                       f'({type(e).__name__}: {e})') from None
   return img
+
+
+def finite_float32(value: float) -> bool:
+  """Whether `value` is finite as the float32 a code holds (1e39 is a
+  finite Python float but float32's infinity)."""
+  with np.errstate(over='ignore'):
+    return bool(np.isfinite(np.float32(value)))
 
 
 def png_data_url(image_HxWxC: np.ndarray) -> str:

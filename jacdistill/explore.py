@@ -36,7 +36,6 @@ order.
 import dataclasses
 import importlib.resources
 import json
-import math
 import shlex
 import urllib.parse
 from typing import Any, Optional, Sequence
@@ -349,9 +348,9 @@ class Explorer:
       index, value = pair
       if not 0 <= index < limit:
         raise ExploreError(f'edit index {index} is not in [0, {limit})')
-      if not math.isfinite(value):
+      if not editing.finite_float32(value):
         raise ExploreError(f'edit value {value!r} of index {index} is not a '
-                           'finite number')
+                           'finite float32 number')
       out.append((index, float(value)))
     return out
 
@@ -376,9 +375,10 @@ class Explorer:
       except (TypeError, ValueError):
         raise ExploreError(f'the code of {name!r} is not a list of numbers'
                            ) from None
-      if code.shape != (stage.code_size,) or not np.isfinite(code).all():
+      if code.shape != (stage.code_size,) or not all(
+          editing.finite_float32(v) for v in code):
         raise ExploreError(f'the code of {name!r} must be {stage.code_size} '
-                           'finite numbers')
+                           'finite float32 numbers')
       edited = editing.apply_edits(code[None].astype(np.float32), edits,
                                    self.kind, self.num_attributes,
                                    self.one_hot)[0]

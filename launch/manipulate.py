@@ -86,9 +86,9 @@ def parse_edits(specs, names) -> list[tuple[int, float]]:
       number = float(value)
     except ValueError:
       raise ManipulateError(f'--set {spec!r}: {value!r} is not a number') from None
-    if not np.isfinite(number):
+    if not editing.finite_float32(number):
       raise ManipulateError(f'--set {spec!r}: {value!r} is not a finite '
-                            'number')
+                            'float32 number')
     out.append((list(names).index(name), number))
   return out
 
@@ -171,8 +171,8 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
   lo, hi, steps = sweep_range
   if sweep is not None:
     parse_edits([f'{sweep}=0'], names)
-    if not (np.isfinite(lo) and np.isfinite(hi)) or steps < 1 or (
-        int(steps) != steps):
+    if not (editing.finite_float32(lo) and editing.finite_float32(hi)) or (
+        steps < 1 or int(steps) != steps):
       raise ManipulateError(f'--sweep_range={lo},{hi},{steps}: need finite '
                             'lo, hi and a whole number of steps >= 1')
   images, rows = [], []

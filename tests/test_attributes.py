@@ -279,6 +279,9 @@ def test_manipulate_writes_a_grid_of_distinct_edits(smoke_run, tmp_path,
   np.testing.assert_array_equal(relative, grid)
   with pytest.raises(manipulate.ManipulateError, match="unknown attribute 'x'"):
     manipulate.manipulate(workdir, 'teacher', [path], ['x=1'])
+  # 1e39 is a finite Python float but float32's infinity.
+  with pytest.raises(manipulate.ManipulateError, match='not a finite float32'):
+    manipulate.manipulate(workdir, 'teacher', [path], ['sandal=1e39'])
   with pytest.raises(manipulate.ManipulateError, match='cannot read image'):
     manipulate.manipulate(workdir, 'teacher', [workdir + '/config.json'], [])
   with pytest.raises(stages.ConfigError, match='another kind'):

@@ -166,6 +166,10 @@ def test_bad_encode_requests_are_refused(grow_explorer, request_, match):
     ({'stages': {'1': ['a', 0, 0]}}, 'not a list of numbers|must be 3'),
     ({'stages': {'1': [0.0] * 3}, 'edits': [[0, float('inf')]]},
      'not a finite'),
+    # Finite Python floats past float32's range: float32 infinity.
+    ({'stages': {'1': [0.0] * 3}, 'edits': [[0, 1e39]]}, 'not a finite'),
+    ({'stages': {'1': [0.0] * 3}, 'edits': [[0, -1e308]]}, 'not a finite'),
+    ({'stages': {'1': [0.0, 1e39, 0.0]}}, 'must be 3 finite'),
     ({'stages': {'1': [0.0] * 3}, 'edits': [[3, 1.0]]}, 'not in'),
     ({'stages': {'1': [0.0] * 3}, 'edits': [[0]]}, 'not \\[index, value\\]'),
     ({'stages': {'1': [0.0] * 3}, 'edits': 'x'}, 'must be a list'),
@@ -184,6 +188,16 @@ def test_uploads_are_prepared_as_training_images(grow_explorer):
                                 prepared)
   jpeg = grow_explorer.encode_upload(_png(rgb, 'JPEG'))
   assert editing.decode_data_url(jpeg['original']).shape == (28, 28, 1)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped():
+  ramp = np.array([[0, 257 * 64, 257 * 128, 65535]] * 4, np.uint16)
+  buffer = io.BytesIO()
+  Image.fromarray(ramp).save(buffer, format='PNG')
+  img = editing.read_upload(buffer.getvalue())
+  assert img.mode.startswith('I')
+  out = editing.prepare_image(img, 4, 4, 1)[..., 0]
+  np.testing.assert_array_equal(out[0], [0, 64, 128, 255])
 
 
 def _bad_uploads():
