@@ -100,13 +100,32 @@ def listdir(path: str) -> list[str]:
                 for e in fs.ls(p, detail=False) if e.rstrip('/') != p)
 
 
+# Object stores whose first path component is a bucket, which their
+# filesystems' makedirs would create: a mistyped bucket name must be an
+# error, not a new bucket.
+_BUCKET_PROTOCOLS = ('gs', 'gcs', 's3', 's3a')
+
+
 def makedirs(path: str) -> None:
   """Creates directory `path` and its parents if missing (on object stores,
-  where directories are prefixes, a marker is harmless)."""
+  where directories are prefixes, a marker is harmless).
+
+  Raises:
+    FileNotFoundError: `path` is in a bucket that does not exist (never
+      created here).
+  """
   if not is_url(path):
     os.makedirs(path, exist_ok=True)
     return
   fs, p = _filesystem(path)
+  protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+  if set(protocols) & set(_BUCKET_PROTOCOLS):
+    bucket = p.strip('/').split('/')[0]
+    if not fs.exists(bucket):
+      scheme = path.split('://')[0]
+      raise FileNotFoundError(f'the bucket {scheme}://{bucket} does not exist '
+                              f'(or this account cannot see it); create it, '
+                              f'or check the name in {path}')
   fs.makedirs(p, exist_ok=True)
 
 

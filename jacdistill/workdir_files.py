@@ -109,7 +109,10 @@ def claim_workdir(config, workdir: str, num_train: int):
     parallel.check_batch_size(config.train.batch_size, mesh)
   except ValueError as e:
     raise stages.ConfigError(str(e)) from e
-  paths.makedirs(workdir)
+  try:
+    paths.makedirs(workdir)
+  except FileNotFoundError as e:  # A missing bucket.
+    raise stages.ConfigError(str(e)) from e
   write_json(paths.join(workdir, 'config.json'), json.loads(config.to_json()))
   return mesh
 

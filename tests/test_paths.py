@@ -81,6 +81,28 @@ def test_a_workdir_orbax_cannot_use_is_refused_in_one_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_a_missing_bucket_is_an_error_not_created(monkeypatch):
+  made = []
+
+  class FakeGcs:
+    protocol = ('gs', 'gcs')
+
+    def exists(self, p):
+      return p == 'real-bucket'
+
+    def makedirs(self, p, exist_ok):
+      made.append(p)
+
+  monkeypatch.setattr(paths, '_filesystem',
+                      lambda url: (FakeGcs(), url.split('://', 1)[1]))
+  with pytest.raises(FileNotFoundError,
+                     match='the bucket gs://typo-bucket does not exist'):
+    paths.makedirs('gs://typo-bucket/runs/a')
+  assert not made
+  paths.makedirs('gs://real-bucket/runs/a')
+  assert made == ['real-bucket/runs/a']
+
+
 def test_replace_never_leaves_a_half_written_file(tmp_path):
   path = str(tmp_path / 'a.json')
   paths.write_json(path, {'a': 1})
