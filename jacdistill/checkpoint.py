@@ -171,6 +171,9 @@ class Checkpoints:
                        'record': ocp.JsonCheckpointHandler()})
     self._pending = None  # The step of a save that may still be committing.
     self._closed = False
+    # Steps restore_latest read and found corrupt, passing over them: the
+    # only ones a later save of the same step may replace.
+    self.passed_over: set[int] = set()
 
   def _complete_steps(self) -> list[int]:
     # From the directory, not orbax's cache: a failed save leaves only its
@@ -315,31 +318,65 @@ class Checkpoints:
       if reader is not None and reader is not self._manager:
         reader.close()
 
+  def _read_step(self, reader, cannot_open, step, like, abstract):
+    """One process's outcome for `step`: (_READ, restored), (_UNFIT,
+    differences), (_CORRUPT, error) or (_UNOPENED, error).
+
+    A failed read is classified by what was read, whatever the exception's
+    type (TensorFlow's file layer and tensorstore raise their own): every
+    file of the step is then read as bytes, and a failure there (a
+    permission, a vanished mount, a transient object-store error) means
+    the checkpoint could not be opened and may be intact; if every byte
+    reads, orbax reads it once more, and only a second failure on readable
+    files is a corrupt checkpoint.
+    """
+    def attempt():
+      if cannot_open is not None:
+        raise cannot_open
+      differences = _differences(
+          reader.item_metadata(step)['state'].tree, like)
+      if differences:
+        return _UNFIT, differences
+      return _READ, reader.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          record=ocp.args.JsonRestore()))
+    try:
+      return attempt()
+    except Exception as e:  # pylint: disable=broad-except
+      first = e
+    if cannot_open is not None:
+      return _UNOPENED, first
+    try:
+      paths.read_every_file(posixpath.join(self.directory, str(step)))
+    except Exception as e:  # pylint: disable=broad-except
+      return _UNOPENED, e
+    try:
+      return attempt()
+    except Exception as e:  # pylint: disable=broad-except
+      return _CORRUPT, e
+
   def _restore_agreed(self, reader, cannot_open, steps, like, abstract):
-    errors, unopened = [], False
+    errors = []
     for step in reversed(steps):
-      differences, failure = [], None
-      try:
-        if cannot_open is not None:
-          raise cannot_open
-        differences = _differences(
-            reader.item_metadata(step)['state'].tree, like)
-        if not differences:
-          out = reader.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract),
-              record=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except
-        # Any failure to read (missing, truncated or corrupted files) means
-        # this checkpoint is unusable; an older one may still be good.
-        failure = e
-      # Only a checkpoint that was read and found bad may be thrown away;
-      # one the filesystem would not open (permissions, a vanished mount)
-      # may be intact.
-      mine = (_UNOPENED if isinstance(failure, OSError) else _CORRUPT
-              if failure is not None else _UNFIT if differences else _READ)
+      mine, got = self._read_step(reader, cannot_open, step, like, abstract)
+      failure = got if mine in (_CORRUPT, _UNOPENED) else None
+      differences = got if mine == _UNFIT else []
+      out = got if mine == _READ else None
       outcomes = parallel.agree(np.int32(mine))
       if (outcomes == _READ).all():
         return out['state'], dict(out['record']), step
+      if (outcomes == _UNOPENED).any():
+        # It may be intact: nothing is passed over, nothing replaced.
+        where = ', '.join(str(int(p)) for p in
+                          np.flatnonzero(outcomes == _UNOPENED))
+        cause = (f'{type(failure).__name__}: '
+                 f'{(str(failure).splitlines() or [""])[0][:200]}'
+                 if mine == _UNOPENED else f'on process {where}')
+        raise CheckpointError(
+            f'checkpoint {self.directory}/{step} could not be read ({cause}); '
+            'it is kept, as is every other checkpoint. Check that the '
+            'storage is readable (permissions, network), then run the same '
+            'command again.')
       if (outcomes == _UNFIT).any():
         if not differences:
           differences = [f'its arrays differ on process '
@@ -351,7 +388,7 @@ class Checkpoints:
             f'{"; ".join(differences[:3])}{more}. It was written by another '
             'model config or code version; resume with that one, or use a '
             'new --workdir.')
-      unopened |= bool((outcomes == _UNOPENED).any())
+      self.passed_over.add(step)
       if failure is not None:
         logging.warning('checkpoint %s/%d is unreadable (%s: %s); trying an '
                         'older one', self.directory, step,
@@ -365,15 +402,10 @@ class Checkpoints:
                         ', '.join(map(str, failed)))
         errors.append(f'step {step}: unreadable on process '
                       f'{", ".join(map(str, failed))}')
-    if unopened:
-      advice = ('Some could not be opened: check that the directory is '
-                'readable, then run the same command again.')
-    else:
-      advice = ('They were read and found corrupt: move the directory away '
-                'to retrain this stage from scratch.')
     raise CheckpointError(
         f'no readable checkpoint in {self.directory} ({"; ".join(errors)}). '
-        f'{advice}')
+        'They were read and found corrupt: move the directory away to '
+        'retrain this stage from scratch.')
 
   def wait(self) -> None:
     """Waits for the last save to be committed.

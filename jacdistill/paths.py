@@ -129,6 +129,28 @@ def makedirs(path: str) -> None:
   fs.makedirs(p, exist_ok=True)
 
 
+def read_every_file(directory: str) -> int:
+  """Reads every byte of every file under `directory`; returns how many
+  files. Any I/O failure (a missing directory, a permission, a transient
+  object-store error of any exception type) propagates."""
+  count = 0
+  if not is_url(directory):
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f'no directory {directory}')
+    for parent, _, names in os.walk(directory):
+      for name in names:
+        with open(os.path.join(parent, name), 'rb') as f:
+          while f.read(1 << 24):
+            pass
+        count += 1
+    return count
+  fs, p = _filesystem(directory)
+  for name in fs.find(p):
+    fs.cat_file(name)
+    count += 1
+  return count
+
+
 def remove(path: str) -> None:
   if not is_url(path):
     os.remove(path)

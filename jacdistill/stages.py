@@ -235,9 +235,9 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
   history, last = [], {}
   t_start = time.time()
   t_progress, step_at_progress = t_start, start_step
-  # Checkpoints past the one resumed from were passed over as unreadable:
-  # reaching their step again replaces them. Any other step is saved once.
-  unreadable = {s for s in ckpts.steps() if s > start_step}
+  # Checkpoints restore read and found corrupt: reaching their step again
+  # replaces them. Any other step is saved once.
+  unreadable = set(ckpts.passed_over)
   saved = set()
 
   def save(step):
