@@ -55,6 +55,8 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   # Stages run in this order; each names earlier stages only.
   c.stage_order = ('teacher', 'teacher_cycle', 'student1024', 'student2048',
                    'baseline2048', 'fader2048')
+  # What launch/manipulate.py and launch/explore.py open without --stage.
+  c.default_stage = 'student2048'
   c.stages = ml_collections.ConfigDict()
   # A: labels teach the scores; 100 rec + 0.1 hinge + 0.1 xcov (upstream).
   c.stages.teacher = common.stage(512, epochs=100, rec=100.0, attr=0.1,

@@ -94,6 +94,9 @@ def get_config(variant: str = '') -> ml_collections.ConfigDict:
   c.stage_order = ('teacher', 'student8', 'student32', 'student32_by8',
                    'lat_student8', 'lat_student32', 'jac_student8',
                    'jac_student32', 'baseline32', 'fader32')
+  # What launch/manipulate.py and launch/explore.py open without --stage:
+  # the recipe's last student.
+  c.default_stage = 'student32'
   c.stages = ml_collections.ConfigDict()
   # Labels teach the attribute scores. The nuisance size and the label
   # hinge weight were chosen on the validation split (validation_sweep

@@ -68,6 +68,20 @@ def validate(config) -> list[str]:
   return order
 
 
+def default_stage(config) -> str:
+  """The stage a user's edit opens without --stage: `default_stage` where
+  the config names one of its stages (the recipe's last student), else the
+  last stage with the scores in its code (not a Fader stage, whose decoder
+  takes the attributes as an input)."""
+  order = list(config.stage_order)
+  named = config.get('default_stage', '')
+  if named in order:
+    return named
+  editable = [n for n in order
+              if stage_field(config.stages[n], 'kind') == 'autoencoder']
+  return (editable or order)[-1]
+
+
 def stage_field(spec, name: str):
   """A stage field that the config.json of an older workdir may lack."""
   return spec.get(name, workdir_files.ADDED_FIELDS[name])

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacdistill import attr_chain
+from jacdistill import attr_config
 from jacdistill import chain
 from jacdistill import editing
 from jacdistill import paths
@@ -215,8 +216,11 @@ class Explorer:
   @classmethod
   def from_workdir(cls, workdir: str, stage: Optional[str] = None
                    ) -> 'Explorer':
-    """Every finished stage of the run in `workdir`; `stage` (an index or
-    a name; default the last) opens first.
+    """Every finished stage of the run in `workdir` that the explorer can
+    edit; `stage` (an index or a name; default the last, or an attribute
+    run's default stage, `attr_config.default_stage`) opens first. Fader
+    Networks stages are left out: their decoder takes an image's
+    attributes beside its code, which the explorer does not supply.
 
     Raises:
       chain.ConfigError, checkpoint.CheckpointError: no run, no such
@@ -228,8 +232,11 @@ class Explorer:
       raise chain.ConfigError(f'{workdir} has no finished stage yet; run '
                               'launch/main.py on it first')
     quoted = shlex.quote(workdir)
-    stages = []
+    stages, faders = [], []
     for entry in finished:
+      if entry.get('kind') == 'fader':
+        faders.append(entry['name'])
+        continue
       if kind == 'growth':
         index = entry['stage']
         config, model, variables = chain.load_stage(workdir, index)
@@ -242,10 +249,20 @@ class Explorer:
         label = f'{name} (code {model.code_size})'
       stages.append(Stage(name, label, kind, config, model, variables,
                           f'--workdir={quoted} --stage={name}'))
+    if stage is not None and str(stage) in faders:
+      raise chain.ConfigError(f'stage {stage!r} of {workdir} is a Fader '
+                              'Networks stage, which the explorer cannot '
+                              'edit yet; open a student or the teacher')
     if stage is not None and str(stage) not in {s.name for s in stages}:
       raise chain.ConfigError(f'stage {stage!r} of {workdir} is not finished; '
                               f'its finished stages are '
                               f'{[s.name for s in stages]}')
+    if not stages:
+      raise chain.ConfigError(f'{workdir} has only Fader Networks stages '
+                              f'({faders}), which the explorer cannot edit yet')
+    if stage is None and kind == 'attribute':
+      default = attr_config.default_stage(stages[0].config)
+      stage = default if default in {s.name for s in stages} else None
     images = pretrained.test_images(kind, stages[0].config)
     return cls(stages, images, primary=None if stage is None else str(stage),
                title=f'{paths.basename(workdir)} '

@@ -18,7 +18,7 @@ from jacdistill import stages
 # Fields a workdir's run may change between invocations without becoming a
 # different run: extending the chain, logging, checkpoint cadence, scoring.
 RESUMABLE_CHANGES = ('growth.end_dim', 'log.', 'checkpoint.every_steps',
-                     'eval.')
+                     'eval.', 'default_stage')
 # Fields added after workdirs were made, with the value that does what those
 # runs did: absent from a workdir's config.json and at this value now is no
 # change.

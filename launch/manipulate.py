@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from jacdistill import attr_chain
+from jacdistill import attr_config
 from jacdistill import chain
 from jacdistill import checkpoint
 from jacdistill import editing
@@ -139,7 +140,10 @@ def load_model(workdir=None, stage=None, pretrained_name=None,
         raise ManipulateError(f'--stage={stage!r}: a growth stage is an '
                               'index (0, 1, ...)') from None
       return ('growth', *chain.load_stage(workdir, index))
-    stage = stage or attr_chain.read_config(workdir).stage_order[-1]
+    if stage is None:
+      stage = attr_config.default_stage(attr_chain.read_config(workdir))
+      print(f'using stage {stage} (the run\'s default; --stage picks '
+            'another)', file=sys.stderr)
     return ('attribute', *attr_chain.load_stage(workdir, stage))
   except checkpoint.CheckpointError as e:
     raise ManipulateError(str(e).splitlines()[0]) from None
@@ -161,7 +165,8 @@ def manipulate(workdir, stage, image_paths, sets, sweep=None,
                                               directory)
   if isinstance(model, models.FaderNetwork):
     raise ManipulateError(
-        f'stage {stage!r} is a Fader Networks stage, whose decoder takes an '
+        f'stage {stage or pretrained_name!r} is a Fader Networks stage, whose '
+        'decoder takes an '
         "image's attributes beside its code, which this command does not "
         'read; its edits are scored in summary.json and drawn in its '
         'edits.png')

@@ -351,3 +351,34 @@ def test_fader_config_errors_name_the_field():
   config.stages.teacher.kind = 'gan'
   with pytest.raises(stages.ConfigError, match="kind='gan'"):
     attr_config.validate(config)
+
+
+def test_defaults_skip_a_fader_stage_in_manipulate_and_the_explorer(
+    tmp_path, capsys):
+  """A run ending in a Fader stage: without --stage both entry points open
+  the run's default stage (the recipe's last student, or here, with no
+  student, the teacher), and the explorer leaves the Fader stage out
+  instead of failing every request."""
+  if not HAVE_DATA:
+    pytest.skip('needs apt-get install dataset-fashion-mnist')
+  from jacdistill import attr_config, explore  # pylint: disable=g-import-not-at-top
+  from launch import manipulate  # pylint: disable=g-import-not-at-top
+  assert attr_config.default_stage(fashion_attr.get_config('quick')) == (
+      'student32')
+  config = fashion_attr.get_config('smoke')
+  config.stage_order = ('teacher', 'fader32')
+  config.eval.classifier = False
+  workdir = str(tmp_path / 'run')
+  attr_chain.train_and_evaluate(config, workdir)
+  assert attr_config.default_stage(config) == 'teacher'
+  path = str(tmp_path / 'in.png')
+  Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+  grid = manipulate.manipulate(workdir, None, [path], ['sandal=1'])
+  assert grid.ndim == 3
+  assert 'using stage teacher' in capsys.readouterr().err
+  explorer = explore.Explorer.from_workdir(workdir)
+  assert list(explorer.stages) == ['teacher']
+  reply = explorer.encode_test({'test': 0})
+  assert list(reply['stages']) == ['teacher']
+  with pytest.raises(stages.ConfigError, match="'fader32' .* is a Fader"):
+    explore.Explorer.from_workdir(workdir, 'fader32')
