@@ -204,6 +204,19 @@ def agree(values: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(values))
 
 
+def shared_accelerator_env(parent: dict[str, str]) -> dict[str, str]:
+  """The environment for one of several processes that share a GPU
+  (`launch/sweep.py`'s chains): `parent`'s, with GPU memory allocated on
+  demand instead of JAX's default 75% per process, unless the caller chose
+  a policy (XLA_PYTHON_CLIENT_PREALLOCATE or XLA_PYTHON_CLIENT_MEM_FRACTION
+  set). CPU runs ignore both."""
+  env = dict(parent)
+  if not {'XLA_PYTHON_CLIENT_PREALLOCATE',
+          'XLA_PYTHON_CLIENT_MEM_FRACTION'} & set(env):
+    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
+  return env
+
+
 def preemption_stop() -> Callable[[], bool]:
   """A `should_stop` for a run of many processes, to be called once per
   training step by every process.

@@ -1,8 +1,9 @@
 r"""Times what a GPU (or TPU) changes, in one run, and writes one JSON.
 
-  python launch/device_check.py --out=device_check.json
+  python launch/device_check.py --output=device_check.json
 
-(bench.py's flags are there too but unused: --timed_steps sets the steps.)
+(Flags are named apart from every other launch script's, which tests
+import into one process: bench.py's are there too but unused.)
 
 For each train step of launch/bench.py (mlp_teacher, mlp_student,
 conv_student): ms per step under `train.matmul_precision` 'highest' and
@@ -31,7 +32,7 @@ try:  # Run as a script (launch/ on sys.path) or imported as launch.device_check
 except ImportError:
   from launch import bench  # pylint: disable=g-import-not-at-top
 
-_OUT = flags.DEFINE_string('out', 'device_check.json', 'Where the JSON goes '
+_OUT = flags.DEFINE_string('output', 'device_check.json', 'Where the JSON goes '
                            '(a local path).')
 _TINY = flags.DEFINE_bool('tiny', False, 'Tiny models and few steps (tests).')
 _STEPS = flags.DEFINE_integer('timed_steps', 0, 'Timed steps per MLP measurement '

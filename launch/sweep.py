@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from jacdistill import parallel
 from jacdistill import paths
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file with a sweep(), '
@@ -68,17 +69,6 @@ def _local_log(workdir: str) -> str:
   return local
 
 
-def child_env(parent: dict[str, str]) -> dict[str, str]:
-  """A chain's environment: the sweep's, with GPU memory allocated on
-  demand unless the caller chose a policy (XLA_PYTHON_CLIENT_PREALLOCATE or
-  XLA_PYTHON_CLIENT_MEM_FRACTION set). CPU runs ignore both."""
-  env = dict(parent)
-  if not {'XLA_PYTHON_CLIENT_PREALLOCATE',
-          'XLA_PYTHON_CLIENT_MEM_FRACTION'} & set(env):
-    env['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'
-  return env
-
-
 def main(argv):
   del argv
   path = _CONFIG.value.split(':')[0]
@@ -96,7 +86,7 @@ def main(argv):
       print(' '.join(cmd[1:]))
     return
   paths.makedirs(_ROOT.value)
-  env = child_env(dict(os.environ))
+  env = parallel.shared_accelerator_env(dict(os.environ))
   pending, running, failed = list(commands), [], []
   while pending or running:
     while pending and len(running) < _PARALLEL.value:

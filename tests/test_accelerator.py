@@ -6,7 +6,7 @@ import os
 
 import jax
 
-from launch import sweep
+from jacdistill import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,12 +22,15 @@ def test_accelerator_extras_pin_the_jax_the_tests_run():
 
 
 def test_sweep_children_allocate_gpu_memory_on_demand():
-  env = sweep.child_env({'PATH': '/bin'})
+  env = parallel.shared_accelerator_env({'PATH': '/bin'})
   assert env == {'PATH': '/bin', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
   # A policy the caller chose is kept.
   for chosen in ({'XLA_PYTHON_CLIENT_PREALLOCATE': 'true'},
                  {'XLA_PYTHON_CLIENT_MEM_FRACTION': '0.3'}):
-    assert sweep.child_env(chosen) == chosen
+    assert parallel.shared_accelerator_env(chosen) == chosen
+  # launch/sweep.py starts every chain with it.
+  with open(os.path.join(ROOT, 'launch', 'sweep.py')) as f:
+    assert 'env = parallel.shared_accelerator_env(dict(os.environ))' in f.read()
 
 
 def test_matmul_precision_is_a_config_field_recorded_in_every_entry(tmp_path):
