@@ -238,14 +238,15 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
   # Checkpoints restore read and found corrupt: reaching their step again
   # replaces them. Any other step is saved once.
   unreadable = set(ckpts.passed_over)
-  saved = set()
+  saved_steps = set()
 
   def save(step):
-    if step in saved:
+    if step in saved_steps:
       return
     ckpts.save(step, state, dict(record, step=step, wall_time_s=(
-        elapsed + time.time() - t_start)), replace_unreadable=step in unreadable)
-    saved.add(step)
+        elapsed + time.time() - t_start)),
+               replace_unreadable=step in unreadable)
+    saved_steps.add(step)
 
   def flush(step):
     """Checks and writes the metrics of the steps before `step`."""
@@ -266,7 +267,8 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
     writer.write_scalars(step, last)
     history = []
 
-  if config.train.get('device_loop', False):
+  on_device = config.train.get('device_loop', False)
+  if on_device:
     source = batcher.device_data()
     data = device_loop.put_data(source, mesh)
     chunk = device_loop.make_chunk(step_fn, source.make_batch, stage.inputs,
@@ -277,7 +279,7 @@ def train_stage(stage: Stage, config, teacher: Optional[tuple], state,
     ends = range(start_step + 1, total_steps + 1)
   step = start_step
   for done in ends:
-    if config.train.get('device_loop', False):
+    if on_device:
       idx = device_loop.put_indices(source, range(step, done), mesh)
       state, metrics = chunk(state, teacher_vars, data, idx, stage.keys.steps)
     else:
