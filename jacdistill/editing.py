@@ -10,6 +10,7 @@ editable index by `edit_names`. The explorer sends images as PNG data URLs
 
 import base64
 import io
+import re
 from typing import Sequence
 
 import numpy as np
@@ -88,9 +89,12 @@ def read_upload(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
   except Image.DecompressionBombError as e:
     raise UploadError(f'the image is too large to decode ({e})') from None
   except (OSError, SyntaxError, ValueError, EOFError) as e:
-    # PIL's errors for unknown formats, truncated and corrupt files.
+    # PIL's errors for unknown formats, truncated and corrupt files; they
+    # name the in-memory file by its repr, an address that means nothing
+    # to the user.
+    reason = re.sub(r'<[^<>]* at 0x[0-9a-fA-F]+>', 'the upload', str(e))
     raise UploadError(f'the upload is not a readable PNG or JPEG image '
-                      f'({type(e).__name__}: {e})') from None
+                      f'({type(e).__name__}: {reason})') from None
   return img
 
 
