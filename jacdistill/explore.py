@@ -433,6 +433,9 @@ class Explorer:
           request = json.loads(body or b'null')
         except (ValueError, UnicodeDecodeError) as e:
           raise ExploreError(f'the body is not JSON ({e})') from None
+        except RecursionError:
+          raise ExploreError('the body nests deeper than any request of '
+                             'this page') from None
         return json_reply(200, handlers[route](request))
       raise ExploreError(f'no such page: {route}', status=404)
     except ExploreError as e:

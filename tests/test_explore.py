@@ -246,6 +246,11 @@ def test_routes_and_methods(grow_explorer):
   assert grow_explorer.handle('GET', '/etc/passwd')[0] == 404
   assert grow_explorer.handle('GET', '/api/decode')[0] == 405
   assert grow_explorer.handle('POST', '/api/decode', b'{no json')[0] == 400
+  # Malformed or absurd JSON of any depth is a 400, never a 500.
+  for depth in (1000, 100_000):
+    deep = b'[' * depth + b']' * depth
+    assert grow_explorer.handle('POST', '/api/decode', deep)[0] == 400
+    assert grow_explorer.handle('POST', '/api/encode', deep)[0] == 400
 
 
 def test_the_copy_command_draws_the_same_edit(runs, grow_explorer):
