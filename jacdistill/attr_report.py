@@ -78,6 +78,16 @@ FLIPS = (('flip_acc_pos_mean', '+1'), ('flip_acc_neg_mean', '-1'),
 MAX_PSNR_GAP = 0.5
 
 
+def _value(stage: dict, metric: str, split: str,
+           attribute: int | None = None) -> float:
+  """A stage's `metric`, or the `attribute`-th entry of a per-attribute
+  list such as 'flip_acc_pos'; NaN if it was not recorded."""
+  if attribute is None:
+    return report.value(stage, metric, split)
+  got = stage.get(split, {}).get(metric)
+  return float('nan') if got is None else float(got[attribute])
+
+
 def flip_at_psnr(stages: list[dict], psnr: float, split: str = 'test',
                  metric: str = 'flip_acc_pos_mean',
                  attribute: int | None = None) -> float:
@@ -85,13 +95,8 @@ def flip_at_psnr(stages: list[dict], psnr: float, split: str = 'test',
   'flip_acc_pos') of a front of stages (of one seed) at `psnr`, interpolated
   linearly in PSNR between two of them at most MAX_PSNR_GAP apart; NaN
   outside their PSNR range, across a wider gap, or when a stage lacks it."""
-  def y(stage):
-    if attribute is None:
-      return report.value(stage, metric, split)
-    got = stage.get(split, {}).get(metric)
-    return float('nan') if got is None else float(got[attribute])
-
-  pts = [(report.value(s, 'psnr', split), y(s)) for s in stages]
+  pts = [(report.value(s, 'psnr', split), _value(s, metric, split, attribute))
+         for s in stages]
   if not np.isfinite(pts).all():
     return float('nan')
   return report.interpolate(pts, psnr, MAX_PSNR_GAP)
@@ -111,11 +116,8 @@ def _matched(by_stage: dict[str, dict[int, dict]], reference: str,
       got = flip_at_psnr([by_stage[st][seed] for st in stages],
                          report.value(r, 'psnr', split), split, metric,
                          attribute)
-    own = (report.value(r, metric, split) if attribute is None else
-           float(r.get(split, {}).get(metric, [np.nan] * (attribute + 1))
-                 [attribute]))
     at.append(got)
-    diff.append(got - own)
+    diff.append(got - _value(r, metric, split, attribute))
   return at, diff
 
 
@@ -211,7 +213,7 @@ def _per_attribute_lines(by_stage: dict[str, dict[int, dict]], reference: str,
     for column in columns:
       for d, metric in ((1, 'flip_acc_pos'), (-1, 'flip_acc_neg')):
         if column == reference:
-          values = [s.get(split, {}).get(metric, [np.nan] * (a + 1))[a]
+          values = [_value(s, metric, split, a)
                     for s in by_stage[reference].values()]
         else:
           values = _matched(by_stage, reference, fronts[column], split,
